@@ -1,0 +1,87 @@
+r"""gnn-transformer: the Transformer of "Attention Is All You Need" as message passing on token graphs.
+
+Every token is a node; "token i may attend to token j" is an edge ``j -> i``; one
+attention layer is one round of message passing.  The encoder attends over the
+complete graph of each sequence, the decoder over causal edges, cross-attention
+over bipartite edges from source to target tokens.  The graph modules hold
+``torch.nn.Transformer``'s weights 1:1 and reproduce its outputs and gradients.
+
+Quick start::
+
+    import torch
+    import gnn_transformer as gt
+
+    torch_model = torch.nn.Transformer(d_model=64, nhead=4, dropout=0.0)
+    model = gt.GraphTransformer.from_torch(torch_model)        # same weights
+    src, tgt = torch.randn(7, 64), torch.randn(5, 64)          # one pair, no padding
+    out = model(src, tgt, gt.graphs.complete([7]), gt.graphs.causal([5]),
+                gt.graphs.bipartite([7], [5]))                 # (5, 64)
+
+Conventions FAQ
+---------------
+
+**Which way do edges point?**  ``edge_index[0]`` is the source token j (key and
+value side), ``edge_index[1]`` the target token i (query side), as PyG's
+``flow="source_to_target"``.  For cross-attention row 0 indexes source (encoder)
+tokens and row 1 target (decoder) tokens.  Builders return edges sorted by target.
+
+**How do torch masks map to edges?**  A torch bool mask says ``True`` = blocked; an
+edge says allowed.  A float (additive) mask's ``-inf`` entries are missing edges and
+its finite entries are per-edge biases added to the score.  A key padding mask
+removes every edge out of a padded key.  See :func:`graphs.edges_from_mask` and
+:func:`graphs.edges_to_mask`.  In the torch-style (padded) call of every module, a
+padded position is still a node and a query -- torch computes an output for it, and
+so do we -- but it sends no edges.
+
+**What about a token that sees nothing (a fully masked row)?**  A target with no
+incoming edge, or whose edges all carry bias ``-inf`` for a head, gets a zero
+attention output for that head (before ``out_proj``).  torch's ``nn.Transformer*``
+layers compute the same (their SDPA path returns zeros); ``nn.MultiheadAttention``
+with ``need_weights=True`` returns NaN outputs and weights for such a row, where this
+library returns zeros.  The softmax is exact and max-stabilised; no epsilon is added.
+
+**Weights per head or averaged?**  Graph-native calls return attention weights per
+edge and per head, shape (num_edges, H), never averaged.  The torch-style call of
+:class:`GraphMultiheadAttention` returns torch's dense (B, L, S) weights, averaged
+over heads unless ``average_attn_weights=False``.  Returned weights are those after
+attention dropout, as in torch.
+
+**Differences from torch?**  (1) fully masked rows with ``need_weights=True``: zeros,
+not NaN (above).  (2) ``is_causal=True`` with a mask that is not causal raises
+``ValueError``; torch silently follows either the hint or the mask depending on its
+code path.  (3) ``enable_nested_tensor`` and ``mask_check`` are accepted and ignored:
+there is no padding to pack in a graph.  (4) No fast path changes results with
+``eval()``: the computation is the same in every mode.
+
+**Which torch path is compared against?**  :func:`testing.torch_reference_mode`: the
+MATH backend of ``scaled_dot_product_attention`` with the MHA fast path (and thereby
+nested tensors) off, because torch's fused kernels differ from its math path by about
+1e-5 in float32 gradients; an unpinned comparison would measure torch, not us.
+"""
+from . import functional, graphs
+from .attention import GraphMultiheadAttention
+from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
+from .functional import available_backends, graph_attention
+from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
+from .model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
+from .transformer import GraphTransformer, GraphTransformerDecoder, GraphTransformerEncoder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "graphs",
+    "functional",
+    "graph_attention",
+    "available_backends",
+    "GraphMultiheadAttention",
+    "GraphTransformerEncoderLayer",
+    "GraphTransformerDecoderLayer",
+    "GraphTransformerEncoder",
+    "GraphTransformerDecoder",
+    "GraphTransformer",
+    "GraphTransformerModel",
+    "GraphEncoderModel",
+    "GraphDecoderModel",
+    "TokenEmbedding",
+    "SinusoidalPositionalEncoding",
+]

@@ -1,0 +1,76 @@
+"""Input checks that turn bad input into errors naming the problem and the fix."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_edge_index(edge_index: Tensor, num_sources: int, num_targets: int, name: str = "edge_index") -> None:
+    """Check shape, dtype and range of an edge index (row 0 sources, row 1 targets)."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"{name} must be a (2, num_edges) integer tensor, got {type(edge_index).__name__}")
+    if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool or edge_index.is_complex():
+        raise TypeError(f"{name} must hold integer node indices, got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"{name} must have shape (2, num_edges), got {tuple(edge_index.shape)}")
+    if edge_index.numel() == 0:
+        return
+    low = int(edge_index.min())
+    if low < 0:
+        raise ValueError(f"{name} holds a negative node index ({low})")
+    for row, count, role in ((0, num_sources, "source"), (1, num_targets, "target")):
+        high = int(edge_index[row].max())
+        if high >= count:
+            raise ValueError(
+                f"{name} refers to {role} node {high} but only {count} {role} tokens were given "
+                f"(row {row} of edge_index indexes {role}s)"
+            )
+
+
+def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, edge_bias: Tensor | None):
+    """Check q (T, H, C), k (S, H, C), v (S, H, Cv), edges and bias; return the bias as (num_edges, H or 1)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 3:
+            raise ValueError(f"{name} must have shape (num_nodes, num_heads, head_dim), got {tuple(t.shape)}")
+    if not (q.size(1) == k.size(1) == v.size(1)):
+        raise ValueError(f"q, k, v must have the same number of heads, got {q.size(1)}, {k.size(1)}, {v.size(1)}")
+    if q.size(2) != k.size(2):
+        raise ValueError(f"q and k must have the same head size, got {q.size(2)} and {k.size(2)}")
+    if k.size(0) != v.size(0):
+        raise ValueError(f"k and v must have one row per source token, got {k.size(0)} and {v.size(0)} rows")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_edge_index(edge_index, num_sources=k.size(0), num_targets=q.size(0))
+    return check_edge_bias(edge_bias, edge_index.size(1), q.size(1), q.dtype)
+
+
+def check_edge_bias(edge_bias: Tensor | None, num_edges: int, num_heads: int, dtype: torch.dtype):
+    """Check a per-edge bias; return it as (num_edges, num_heads or 1) in ``dtype`` (or ``None``)."""
+    if edge_bias is None:
+        return None
+    if not isinstance(edge_bias, Tensor) or not edge_bias.dtype.is_floating_point:
+        raise TypeError(f"edge_bias must be a floating-point tensor, got {getattr(edge_bias, 'dtype', type(edge_bias))}")
+    if edge_bias.dim() == 1:
+        edge_bias = edge_bias.unsqueeze(-1)
+    if edge_bias.dim() != 2 or edge_bias.size(0) != num_edges or edge_bias.size(1) not in (1, num_heads):
+        raise ValueError(
+            f"edge_bias must have shape (num_edges, num_heads) = ({num_edges}, {num_heads}) "
+            f"or ({num_edges}, 1), got {tuple(edge_bias.shape)}"
+        )
+    return edge_bias.to(dtype)
+
+
+def check_divisible(embed_dim: int, num_heads: int) -> None:
+    if num_heads <= 0:
+        raise ValueError(f"num_heads must be positive, got {num_heads}")
+    if embed_dim <= 0 or embed_dim % num_heads != 0:
+        raise ValueError(
+            f"embed_dim (d_model) = {embed_dim} must be a positive multiple of num_heads (nhead) = {num_heads}"
+        )
+
+
+def check_node_features(x: Tensor, num_features: int, name: str) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"{name} must have shape (num_nodes, {num_features}), got {tuple(x.shape)}")
+    if x.size(1) != num_features:
+        raise ValueError(f"{name} has {x.size(1)} features per node but the module expects {num_features}")

@@ -1,0 +1,295 @@
+r"""Multi-head attention as a PyG ``MessagePassing`` layer with ``torch.nn.MultiheadAttention``'s weights."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.init import constant_, xavier_normal_, xavier_uniform_
+
+from ._dispatch import is_graph_call
+from ._validation import check_divisible, check_edge_bias, check_edge_index, check_node_features
+from .convert import TorchCounterpart
+from .dense import DenseLayout, dense_graph, dense_weights
+from .functional import GraphAttentionPropagation, available_backends, graph_attention
+
+__all__ = ["GraphMultiheadAttention"]
+
+
+class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
+    r"""Multi-head attention over the edges of a token graph (arXiv:1706.03762, section 3.2.2).
+
+    .. math::
+
+        \text{MultiHead}(Q, K, V)_i = \text{Concat}(o_i^1, \dots, o_i^H) W^O, \qquad
+        o_i^h = \sum_{j \to i} \operatorname{softmax}_{j \to i}\big(
+            \text{scale}\,\langle x_i W_h^Q, x_j W_h^K \rangle + b_{ij}^h \big)\, x_j W_h^V
+
+    where the softmax runs over the incoming edges of target ``i`` only.  The
+    constructor and the parameters are those of :class:`torch.nn.MultiheadAttention`
+    (``in_proj_weight`` (3E, E) split into q, k, v row blocks, or ``q/k/v_proj_weight``
+    when ``kdim``/``vdim`` differ, ``in_proj_bias``, ``out_proj``, ``bias_k``/``bias_v``),
+    so ``load_state_dict(torch_mha.state_dict(), strict=True)`` converts either way.
+
+    ``add_bias_kv`` and ``add_zero_attn`` are extra *virtual source nodes*: one with key
+    ``bias_k`` and value ``bias_v``, one with zero key and value, each with an edge
+    (bias 0) into every target, appended after the real edges in that order.
+
+    Two calls:
+
+    * graph-native: ``forward(query, key, value, edge_index, edge_bias=None,
+      return_attention_weights=False)`` with node features query (T, E), key (S, kdim),
+      value (S, vdim) and edges ``j -> i`` (row 0 sources, row 1 targets).  Returns the
+      output (T, E), and with ``return_attention_weights`` also the weights
+      (num_edges, H) per edge and head (virtual edges appended last).
+    * torch-style: ``forward(query, key, value, key_padding_mask=None, need_weights=True,
+      attn_mask=None, average_attn_weights=True, is_causal=False)`` with padded tensors,
+      returning ``(attn_output, attn_weights)`` exactly as torch does.
+
+    The call is graph-native when ``edge_index`` is given (by keyword or as the fourth
+    positional argument, an integer tensor).
+
+    Args:
+        embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim,
+        batch_first, device, dtype: as in :class:`torch.nn.MultiheadAttention`.
+        scale: score scale (default ``1 / sqrt(head_dim)``); keyword only.
+        backend: attention backend (``"reference"`` = PyG message passing); keyword only.
+
+    Shapes:
+        - query: (T, E); key: (S, kdim); value: (S, vdim); edge_index: (2, num_edges);
+          edge_bias: (num_edges, H) or (num_edges, 1).
+        - output: (T, E); weights: (num_edges, H).
+
+    Differences from torch: a query with no incoming edge (a fully masked row) gets
+    a zero attention output before ``out_proj``, as torch's ``nn.Transformer*`` layers
+    compute; ``nn.MultiheadAttention(need_weights=True)`` returns NaN there, and this
+    module returns zero weights and outputs instead.
+
+    Examples::
+
+        >>> mha = GraphMultiheadAttention(16, 4)
+        >>> x = torch.randn(5, 16)                       # 5 tokens, one sequence
+        >>> out = mha(x, x, x, complete([5]))            # graph-native
+        >>> out.shape
+        torch.Size([5, 16])
+    """
+
+    torch_class = nn.MultiheadAttention
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        scale: float | None = None,
+        backend: str = "reference",
+    ) -> None:
+        check_divisible(embed_dim, num_heads)
+        if backend not in available_backends():
+            raise ValueError(f"unknown backend {backend!r}; available: {available_backends()}")
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.batch_first = batch_first
+        self.head_dim = embed_dim // num_heads
+        self.scale = scale
+        self.backend = backend
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim, **factory))
+            self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, self.kdim, **factory))
+            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim, **factory))
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim, **factory))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        if add_bias_kv:
+            self.bias_k = nn.Parameter(torch.empty(1, 1, embed_dim, **factory))
+            self.bias_v = nn.Parameter(torch.empty(1, 1, embed_dim, **factory))
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise as torch.nn.MultiheadAttention does."""
+        if self._qkv_same_embed_dim:
+            xavier_uniform_(self.in_proj_weight)
+        else:
+            xavier_uniform_(self.q_proj_weight)
+            xavier_uniform_(self.k_proj_weight)
+            xavier_uniform_(self.v_proj_weight)
+        self.out_proj.reset_parameters()
+        if self.in_proj_bias is not None:
+            constant_(self.in_proj_bias, 0.0)
+            constant_(self.out_proj.bias, 0.0)
+        if self.bias_k is not None:
+            xavier_normal_(self.bias_k)
+            xavier_normal_(self.bias_v)
+
+    @staticmethod
+    def _config_of(module) -> dict:
+        return dict(
+            embed_dim=module.embed_dim,
+            num_heads=module.num_heads,
+            dropout=module.dropout,
+            bias=module.in_proj_bias is not None,
+            add_bias_kv=module.bias_k is not None,
+            add_zero_attn=module.add_zero_attn,
+            kdim=module.kdim,
+            vdim=module.vdim,
+            batch_first=module.batch_first,
+        )
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, backend={self.backend!r}"
+
+    def __repr__(self) -> str:  # MessagePassing's repr hides the submodules
+        return nn.Module.__repr__(self)
+
+    # ------------------------------------------------------------------ projections
+    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Node features -> per-head q (T, H, C), k (S, H, C), v (S, H, C)."""
+        if self._qkv_same_embed_dim:
+            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        else:
+            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        b_q = b_k = b_v = None
+        if self.in_proj_bias is not None:
+            b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        shape = (self.num_heads, self.head_dim)
+        q = nn.functional.linear(query, w_q, b_q).unflatten(-1, shape)  # (T, H, C)
+        k = nn.functional.linear(key, w_k, b_k).unflatten(-1, shape)  # (S, H, C)
+        v = nn.functional.linear(value, w_v, b_v).unflatten(-1, shape)  # (S, H, C)
+        return q, k, v
+
+    def num_virtual_sources(self) -> int:
+        """How many virtual source nodes ``add_bias_kv`` and ``add_zero_attn`` add (0, 1 or 2)."""
+        return int(self.bias_k is not None) + int(self.add_zero_attn)
+
+    def attention_graph(self, edge_index: Tensor, num_sources: int, num_targets: int) -> Tensor:
+        """The edges attention really runs on: ``edge_index`` plus the virtual sources' edges."""
+        extra = []
+        targets = torch.arange(num_targets, device=edge_index.device)
+        for slot in range(self.num_virtual_sources()):
+            extra.append(torch.stack([torch.full_like(targets, num_sources + slot), targets]))
+        return torch.cat([edge_index, *extra], dim=1) if extra else edge_index
+
+    def _add_virtual_sources(self, k: Tensor, v: Tensor, edge_index: Tensor, edge_bias: Tensor | None,
+                             num_targets: int):
+        num_sources = k.size(0)
+        if self.bias_k is not None:
+            k = torch.cat([k, self.bias_k.reshape(1, self.num_heads, self.head_dim)])  # (S + 1, H, C)
+            v = torch.cat([v, self.bias_v.reshape(1, self.num_heads, self.head_dim)])
+        if self.add_zero_attn:
+            k = torch.cat([k, k.new_zeros(1, self.num_heads, self.head_dim)])
+            v = torch.cat([v, v.new_zeros(1, self.num_heads, self.head_dim)])
+        if k.size(0) == num_sources:
+            return k, v, edge_index, edge_bias
+        full = self.attention_graph(edge_index, num_sources, num_targets)
+        if edge_bias is not None:
+            edge_bias = edge_bias.reshape(edge_index.size(1), -1)
+            pad = edge_bias.new_zeros(full.size(1) - edge_index.size(1), edge_bias.size(1))
+            edge_bias = torch.cat([edge_bias, pad])
+        return k, v, full, edge_bias
+
+    # ------------------------------------------------------------------ calls
+    def forward(self, *args, **kwargs):
+        """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
+        if is_graph_call(args, kwargs, position=3, name="edge_index"):
+            return self.forward_graph(*args, **kwargs)
+        return self.forward_dense(*args, **kwargs)
+
+    def forward_graph(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        edge_index: Tensor,
+        edge_bias: Tensor | None = None,
+        return_attention_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attention of targets ``query`` (T, E) over sources ``key``/``value`` along ``edge_index``."""
+        check_node_features(query, self.embed_dim, "query")
+        check_node_features(key, self.kdim, "key")
+        check_node_features(value, self.vdim, "value")
+        if key.size(0) != value.size(0):
+            raise ValueError(f"key has {key.size(0)} source tokens but value has {value.size(0)}")
+        check_edge_index(edge_index, num_sources=key.size(0), num_targets=query.size(0))
+        q, k, v = self._project(query, key, value)
+        k, v, edge_index, edge_bias = self._add_virtual_sources(k, v, edge_index, edge_bias, query.size(0))
+        dropout_p = self.dropout if self.training else 0.0
+        if self.backend == "reference":  # this module's own propagate
+            edge_bias = check_edge_bias(edge_bias, edge_index.size(1), self.num_heads, q.dtype)
+            out, weights = self.attend(q, k, v, edge_index, edge_bias, self._scale(), dropout_p)
+        else:
+            out, weights = graph_attention(
+                q, k, v, edge_index, edge_bias, scale=self._scale(), dropout_p=dropout_p,
+                backend=self.backend, return_attention_weights=True,
+            )
+        out = self.out_proj(out.reshape(query.size(0), self.embed_dim))  # (T, E)
+        return (out, weights) if return_attention_weights else out
+
+    def _scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim) if self.scale is None else float(self.scale)
+
+    def forward_dense(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """torch.nn.MultiheadAttention's call on padded tensors; see the class docs."""
+        if query.dim() != key.dim() or key.dim() != value.dim():
+            raise ValueError(
+                f"query, key and value must all be batched (3-D) or all unbatched (2-D), got "
+                f"{query.dim()}-D, {key.dim()}-D and {value.dim()}-D"
+            )
+        tgt = DenseLayout.of(query, self.batch_first, "query")
+        src = DenseLayout.of(key, self.batch_first, "key")
+        if DenseLayout.of(value, self.batch_first, "value") != src:
+            raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length")
+        edge_index, edge_bias = dense_graph(
+            attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=self.num_heads,
+            is_causal=is_causal, dtype=query.dtype,
+        )
+        out, weights = self.forward_graph(
+            tgt.to_nodes(query), src.to_nodes(key), src.to_nodes(value), edge_index, edge_bias,
+            return_attention_weights=True,
+        )
+        out = tgt.to_dense(out)
+        if not need_weights:
+            return out, None
+        full = self.attention_graph(edge_index, src.batch_size * src.length, tgt.batch_size * tgt.length)
+        source, target = full
+        batch = target // tgt.length
+        real = source < src.batch_size * src.length
+        column = torch.where(real, source - batch * src.length, source - src.batch_size * src.length + src.length)
+        num_columns = src.length + self.num_virtual_sources()
+        return out, dense_weights(weights, target, column, tgt, num_columns, average_attn_weights)
+

@@ -1,0 +1,159 @@
+r"""Scaled dot-product attention as message passing, without parameters.
+
+For a target token :math:`i` with incoming edges :math:`\mathcal{N}(i)` and head :math:`h`
+(Vaswani et al., arXiv:1706.03762, eq. 1, restricted to the graph):
+
+.. math::
+
+    s_{ij}^h = \text{scale} \cdot \langle q_i^h, k_j^h \rangle + b_{ij}^h, \qquad
+    \alpha_{ij}^h = \frac{\exp(s_{ij}^h - m_i^h)}{\sum_{j' \in \mathcal{N}(i)} \exp(s_{ij'}^h - m_i^h)},
+    \qquad o_i^h = \sum_{j \in \mathcal{N}(i)} \alpha_{ij}^h \, v_j^h
+
+with :math:`m_i^h = \max_{j \in \mathcal{N}(i)} s_{ij}^h` (the exact, max-stabilised
+softmax) and ``scale = 1 / sqrt(C)`` by default.  Each edge ``j -> i`` carries the
+message :math:`\alpha_{ij} v_j`; each target sums its messages.
+
+A target with no incoming edge (or whose edges all have bias ``-inf`` for a head)
+receives a zero output for that head, as ``torch.nn.functional.scaled_dot_product_attention``
+returns for a fully masked row.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
+
+from ._validation import check_attention_inputs
+
+__all__ = ["graph_attention", "edge_softmax", "GraphAttentionPropagation", "available_backends"]
+
+
+def edge_softmax(score: Tensor, index: Tensor, num_targets: int) -> Tensor:
+    r"""Exact softmax of per-edge scores over the incoming edges of each target.
+
+    Args:
+        score: (num_edges, H) scores; ``-inf`` removes an edge for that head.
+        index: (num_edges,) target of each edge.
+        num_targets: number of target nodes.
+
+    Returns:
+        (num_edges, H) weights that sum to 1 over each target's incoming edges,
+        or to 0 where every incoming score is ``-inf``.  No epsilon is added.
+    """
+    score_max = scatter(score.detach(), index, 0, num_targets, reduce="max")  # (T, H)
+    score_max = torch.where(torch.isfinite(score_max), score_max, torch.zeros_like(score_max))
+    numerator = (score - score_max[index]).exp()  # (num_edges, H), each <= 1
+    denominator = scatter(numerator, index, 0, num_targets, reduce="sum")  # (T, H)
+    denominator = denominator.masked_fill(denominator == 0, 1.0)  # all-blocked rows: 0 / 1
+    return numerator / denominator[index]
+
+
+class GraphAttentionPropagation(MessagePassing):
+    r"""The reference backend: attention as PyG ``edge_updater`` + ``propagate``.
+
+    ``edge_update`` computes the scores and their softmax per edge,
+    ``message`` weights the value of the source, and the ``"sum"`` aggregation adds
+    the messages at each target.  It keeps (num_edges, H, C) tensors for the
+    backward pass: exact and literal, not fast.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(aggr="sum", node_dim=0)
+
+    def attend(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        edge_index: Tensor,
+        edge_bias: Tensor | None,
+        scale: float,
+        dropout_p: float = 0.0,
+    ) -> tuple[Tensor, Tensor]:
+        """Run attention on ``edge_index``; returns (out (T, H, Cv), weights (num_edges, H))."""
+        size = (key.size(0), query.size(0))
+        weights = self.edge_updater(edge_index, query=query, key=key, edge_bias=edge_bias, scale=scale, size=size)
+        if dropout_p > 0.0:
+            weights = F.dropout(weights, p=dropout_p)
+        out = self.propagate(edge_index, value=value, weights=weights, size=size)  # (T, H, Cv)
+        return out, weights
+
+    def edge_update(self, query_i: Tensor, key_j: Tensor, edge_bias: Tensor | None, scale: float,
+                    index: Tensor, size_i: int) -> Tensor:
+        score = (query_i * key_j).sum(dim=-1) * scale  # (num_edges, H)
+        if edge_bias is not None:
+            score = score + edge_bias
+        return edge_softmax(score, index, size_i)
+
+    def message(self, value_j: Tensor, weights: Tensor) -> Tensor:
+        return weights.unsqueeze(-1) * value_j  # (num_edges, H, Cv)
+
+
+_REFERENCE = GraphAttentionPropagation()
+
+
+def _reference_backend(q, k, v, edge_index, edge_bias, scale, dropout_p, need_weights):
+    return _REFERENCE.attend(q, k, v, edge_index, edge_bias, scale, dropout_p)
+
+
+_BACKENDS: dict[str, Callable] = {"reference": _reference_backend}
+
+
+def available_backends() -> list[str]:
+    """Names accepted by ``graph_attention(..., backend=...)`` in this installation."""
+    return sorted(_BACKENDS)
+
+
+def graph_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    edge_index: Tensor,
+    edge_bias: Tensor | None = None,
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    backend: str = "reference",
+    return_attention_weights: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Multi-head scaled dot-product attention over the edges of a token graph.
+
+    See the module docstring for the equations.
+
+    Args:
+        q: queries of the targets, (T, H, C).
+        k: keys of the sources, (S, H, C).
+        v: values of the sources, (S, H, Cv).
+        edge_index: (2, num_edges), row 0 = source j, row 1 = target i.
+        edge_bias: additive per-edge score bias, (num_edges, H), or (num_edges, 1) /
+            (num_edges,) for one bias shared by all heads.  ``-inf`` removes the edge
+            for that head.
+        scale: score scale; default ``1 / sqrt(C)``.
+        dropout_p: dropout probability on the attention weights (applied whenever > 0,
+            as in ``F.scaled_dot_product_attention``; modules pass 0 in eval mode).
+        backend: ``"reference"`` (PyG message passing, always available); see
+            :func:`available_backends`.
+        return_attention_weights: also return the per-edge, per-head weights
+            (after dropout, as torch returns them).
+
+    Returns:
+        out of shape (T, H, Cv), and weights of shape (num_edges, H) if requested.
+
+    Example::
+
+        >>> q = k = v = torch.randn(3, 2, 4)            # 3 tokens, 2 heads, head size 4
+        >>> out = graph_attention(q, k, v, complete([3]))
+        >>> out.shape
+        torch.Size([3, 2, 4])
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {available_backends()}")
+    edge_bias = check_attention_inputs(q, k, v, edge_index, edge_bias)
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
+    out, weights = _BACKENDS[backend](q, k, v, edge_index, edge_bias, scale, dropout_p, return_attention_weights)
+    return (out, weights) if return_attention_weights else out
