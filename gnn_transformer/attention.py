@@ -13,7 +13,7 @@ from .convert import TorchCounterpart
 from .dense import DenseLayout, dense_graph, dense_weights
 from .functional import GraphAttentionPropagation, available_backends, graph_attention
 
-__all__ = ["GraphMultiheadAttention"]
+__all__ = ["GraphMultiheadAttention", "KeyValueCache"]
 
 
 class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
@@ -54,6 +54,9 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         batch_first, device, dtype: as in :class:`torch.nn.MultiheadAttention`.
         scale: score scale (default ``1 / sqrt(head_dim)``); keyword only.
         backend: attention backend (``"reference"`` = PyG message passing); keyword only.
+        qk_transform: a module applied per node to queries and keys before message passing,
+            as ``qk_transform(x (N, H, C), position (N,))`` (rotary positions are one); the
+            graph-native call then needs ``query_position`` and ``key_position``.
 
     Shapes:
         - query: (T, E); key: (S, kdim); value: (S, vdim); edge_index: (2, num_edges);
@@ -92,6 +95,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         *,
         scale: float | None = None,
         backend: str = "reference",
+        qk_transform: nn.Module | None = None,
     ) -> None:
         check_divisible(embed_dim, num_heads)
         if backend not in available_backends():
@@ -129,6 +133,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         else:
             self.bias_k = self.bias_v = None
         self.add_zero_attn = add_zero_attn
+        self.qk_transform = qk_transform
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -168,20 +173,35 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         return nn.Module.__repr__(self)
 
     # ------------------------------------------------------------------ projections
-    def _project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Node features -> per-head q (T, H, C), k (S, H, C), v (S, H, C)."""
+    def _weights(self) -> tuple[tuple[Tensor, Tensor, Tensor], tuple]:
         if self._qkv_same_embed_dim:
-            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+            w = self.in_proj_weight.chunk(3)
         else:
-            w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-        b_q = b_k = b_v = None
-        if self.in_proj_bias is not None:
-            b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+            w = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+        b = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        return w, b
+
+    def project_query(self, query: Tensor, position: Tensor | None = None) -> Tensor:
+        """Target features (T, E) -> per-head queries (T, H, C), with ``qk_transform`` applied."""
+        (w_q, _, _), (b_q, _, _) = self._weights()
+        q = nn.functional.linear(query, w_q, b_q).unflatten(-1, (self.num_heads, self.head_dim))
+        return self._transform(q, position, "query_position")
+
+    def project_key_value(self, key: Tensor, value: Tensor, position: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Source features (S, kdim), (S, vdim) -> per-head keys and values (S, H, C)."""
+        (_, w_k, w_v), (_, b_k, b_v) = self._weights()
         shape = (self.num_heads, self.head_dim)
-        q = nn.functional.linear(query, w_q, b_q).unflatten(-1, shape)  # (T, H, C)
         k = nn.functional.linear(key, w_k, b_k).unflatten(-1, shape)  # (S, H, C)
         v = nn.functional.linear(value, w_v, b_v).unflatten(-1, shape)  # (S, H, C)
-        return q, k, v
+        return self._transform(k, position, "key_position"), v
+
+    def _transform(self, x: Tensor, position: Tensor | None, name: str) -> Tensor:
+        if self.qk_transform is None:
+            return x
+        if position is None:
+            raise ValueError(f"this attention has a qk_transform ({type(self.qk_transform).__name__}), "
+                             f"which needs {name}: the position of every node")
+        return self.qk_transform(x, position)
 
     def num_virtual_sources(self) -> int:
         """How many virtual source nodes ``add_bias_kv`` and ``add_zero_attn`` add (0, 1 or 2)."""
@@ -223,21 +243,42 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
     def forward_graph(
         self,
         query: Tensor,
-        key: Tensor,
-        value: Tensor,
+        key: Tensor | None,
+        value: Tensor | None,
         edge_index: Tensor,
         edge_bias: Tensor | None = None,
         return_attention_weights: bool = False,
+        *,
+        query_position: Tensor | None = None,
+        key_position: Tensor | None = None,
+        cache: "KeyValueCache | None" = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Attention of targets ``query`` (T, E) over sources ``key``/``value`` along ``edge_index``."""
+        """Attention of targets ``query`` (T, E) over sources ``key``/``value`` along ``edge_index``.
+
+        With a :class:`KeyValueCache`, ``key``/``value`` are only the *new* source nodes: their
+        projections are appended to the cache and ``edge_index`` indexes all cached sources
+        (a static cache, once filled, is used as it is and ``key``/``value`` may be ``None``).
+        """
         check_node_features(query, self.embed_dim, "query")
-        check_node_features(key, self.kdim, "key")
-        check_node_features(value, self.vdim, "value")
-        if key.size(0) != value.size(0):
-            raise ValueError(f"key has {key.size(0)} source tokens but value has {value.size(0)}")
-        check_edge_index(edge_index, num_sources=key.size(0), num_targets=query.size(0))
-        q, k, v = self._project(query, key, value)
-        k, v, edge_index, edge_bias = self._add_virtual_sources(k, v, edge_index, edge_bias, query.size(0))
+        if cache is not None and cache.static and cache.filled:
+            k, v = cache.key, cache.value
+        else:
+            check_node_features(key, self.kdim, "key")
+            check_node_features(value, self.vdim, "value")
+            if key.size(0) != value.size(0):
+                raise ValueError(f"key has {key.size(0)} source tokens but value has {value.size(0)}")
+            k, v = self.project_key_value(key, value, key_position)
+            if cache is not None:
+                k, v = cache.append(k, v)
+        check_edge_index(edge_index, num_sources=k.size(0), num_targets=query.size(0))
+        q = self.project_query(query, query_position)
+        out, weights = self.attend_projected(q, k, v, edge_index, edge_bias)
+        return (out, weights) if return_attention_weights else out
+
+    def attend_projected(self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor,
+                         edge_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Attention on projected q (T, H, C), k, v (S, H, C), then ``out_proj``: (T, E) and weights."""
+        k, v, edge_index, edge_bias = self._add_virtual_sources(k, v, edge_index, edge_bias, q.size(0))
         dropout_p = self.dropout if self.training else 0.0
         if self.backend == "reference":  # this module's own propagate
             edge_bias = check_edge_bias(edge_bias, edge_index.size(1), self.num_heads, q.dtype)
@@ -247,8 +288,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
                 q, k, v, edge_index, edge_bias, scale=self._scale(), dropout_p=dropout_p,
                 backend=self.backend, return_attention_weights=True,
             )
-        out = self.out_proj(out.reshape(query.size(0), self.embed_dim))  # (T, E)
-        return (out, weights) if return_attention_weights else out
+        return self.out_proj(out.reshape(q.size(0), self.embed_dim)), weights  # (T, E), (num_edges, H)
 
     def _scale(self) -> float:
         return 1.0 / math.sqrt(self.head_dim) if self.scale is None else float(self.scale)
@@ -293,3 +333,32 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         num_columns = src.length + self.num_virtual_sources()
         return out, dense_weights(weights, target, column, tgt, num_columns, average_attn_weights)
 
+
+class KeyValueCache:
+    """Projected keys and values of the source nodes seen so far, for incremental decoding.
+
+    In the graph view a key/value cache is the growing node set: each decoding step adds
+    nodes, and their keys and values are computed once and kept.  A *static* cache (for
+    cross-attention to the encoder's memory) is filled once and then only read.
+    """
+
+    def __init__(self, static: bool = False) -> None:
+        self.static = static
+        self.key: Tensor | None = None  # (S, H, C)
+        self.value: Tensor | None = None  # (S, H, C)
+
+    @property
+    def filled(self) -> bool:
+        return self.key is not None
+
+    @property
+    def num_sources(self) -> int:
+        return 0 if self.key is None else self.key.size(0)
+
+    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the projections of new source nodes; returns all cached keys and values."""
+        if self.key is None:
+            self.key, self.value = key, value
+        else:
+            self.key, self.value = torch.cat([self.key, key]), torch.cat([self.value, value])
+        return self.key, self.value

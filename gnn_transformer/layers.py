@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ._dispatch import is_graph_call
 from ._validation import check_node_features
-from .attention import GraphMultiheadAttention
+from .attention import GraphMultiheadAttention, KeyValueCache
 from .convert import TorchCounterpart
 from .dense import DenseLayout, dense_graph
 
@@ -117,8 +117,9 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
-    def _sa_block(self, x, edge_index, edge_bias):
-        out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, return_attention_weights=True)
+    def _sa_block(self, x, edge_index, edge_bias, position, cache):
+        out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, True, query_position=position,
+                                                    key_position=position, cache=cache)
         return self.dropout1(out), weights
 
     def forward(self, *args, **kwargs):
@@ -128,15 +129,20 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
         return self.forward_dense(*args, **kwargs)
 
     def forward_graph(self, x: Tensor, edge_index: Tensor, edge_bias: Tensor | None = None,
-                      return_attention_weights: bool = False):
-        """One encoder layer on node features x (N, d_model) along ``edge_index``."""
+                      return_attention_weights: bool = False, *, position: Tensor | None = None,
+                      cache: KeyValueCache | None = None):
+        """One encoder layer on node features x (N, d_model) along ``edge_index``.
+
+        ``position`` (N,) feeds the attention's ``qk_transform`` (if any); with a ``cache``, x holds
+        only new nodes and ``edge_index`` sources index every cached node (incremental decoding).
+        """
         check_node_features(x, self.self_attn.embed_dim, "x")
         if self.norm_first:
-            attended, weights = self._sa_block(self.norm1(x), edge_index, edge_bias)
+            attended, weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, cache)
             x = x + attended
             x = x + self._ff_block(self.norm2(x))
         else:
-            attended, weights = self._sa_block(x, edge_index, edge_bias)
+            attended, weights = self._sa_block(x, edge_index, edge_bias, position, cache)
             x = self.norm1(x + attended)
             x = self.norm2(x + self._ff_block(x))
         return (x, weights) if return_attention_weights else x
@@ -217,13 +223,15 @@ class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
-    def _sa_block(self, x, edge_index, edge_bias):
-        out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, return_attention_weights=True)
+    def _sa_block(self, x, edge_index, edge_bias, position, cache):
+        out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, True, query_position=position,
+                                                    key_position=position, cache=cache)
         return self.dropout1(out), weights
 
-    def _mha_block(self, x, memory, edge_index, edge_bias):
+    def _mha_block(self, x, memory, edge_index, edge_bias, position, memory_position, cache):
         out, weights = self.multihead_attn.forward_graph(
-            x, memory, memory, edge_index, edge_bias, return_attention_weights=True
+            x, memory, memory, edge_index, edge_bias, True, query_position=position, key_position=memory_position,
+            cache=cache,
         )
         return self.dropout2(out), weights
 
@@ -233,22 +241,34 @@ class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
-    def forward_graph(self, x: Tensor, memory: Tensor, edge_index: Tensor, cross_edge_index: Tensor,
+    def forward_graph(self, x: Tensor, memory: Tensor | None, edge_index: Tensor, cross_edge_index: Tensor,
                       edge_bias: Tensor | None = None, cross_edge_bias: Tensor | None = None,
-                      return_attention_weights: bool = False):
-        """One decoder layer: x (T, d_model) targets, memory (S, d_model) sources."""
+                      return_attention_weights: bool = False, *, position: Tensor | None = None,
+                      memory_position: Tensor | None = None, cache: dict | None = None):
+        """One decoder layer: x (T, d_model) targets, memory (S, d_model) sources.
+
+        ``position``/``memory_position`` feed the attentions' ``qk_transform`` (if any);
+        ``cache = {"self": KeyValueCache(), "cross": KeyValueCache(static=True)}`` decodes
+        incrementally (x holds only the new target nodes; memory may be ``None`` once the
+        static cross-attention cache is filled).
+        """
         check_node_features(x, self.self_attn.embed_dim, "x")
-        check_node_features(memory, self.self_attn.embed_dim, "memory")
+        if memory is not None:
+            check_node_features(memory, self.self_attn.embed_dim, "memory")
+        cache = cache or {}
+        self_cache, cross_cache = cache.get("self"), cache.get("cross")
         if self.norm_first:
-            attended, self_weights = self._sa_block(self.norm1(x), edge_index, edge_bias)
+            attended, self_weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, self_cache)
             x = x + attended
-            attended, cross_weights = self._mha_block(self.norm2(x), memory, cross_edge_index, cross_edge_bias)
+            attended, cross_weights = self._mha_block(self.norm2(x), memory, cross_edge_index, cross_edge_bias,
+                                                      position, memory_position, cross_cache)
             x = x + attended
             x = x + self._ff_block(self.norm3(x))
         else:
-            attended, self_weights = self._sa_block(x, edge_index, edge_bias)
+            attended, self_weights = self._sa_block(x, edge_index, edge_bias, position, self_cache)
             x = self.norm1(x + attended)
-            attended, cross_weights = self._mha_block(x, memory, cross_edge_index, cross_edge_bias)
+            attended, cross_weights = self._mha_block(x, memory, cross_edge_index, cross_edge_bias, position,
+                                                      memory_position, cross_cache)
             x = self.norm2(x + attended)
             x = self.norm3(x + self._ff_block(x))
         if return_attention_weights:

@@ -130,16 +130,23 @@ class GraphTransformerModel(_TokenModel):
         _require(batch["src"], ("x", "position"), "batch['src']")
         store = batch["src", "to", "src"]
         src = self._embed(self.src_embed, batch["src"].x, batch["src"].position)
-        return self.transformer.encoder.forward_graph(src, store.edge_index, _edge_bias(store))
+        return self.transformer.encoder.forward_graph(src, store.edge_index, _edge_bias(store),
+                                                      position=batch["src"].position)
 
-    def decode(self, batch, memory: Tensor, return_attention_weights: bool = False):
-        """Decoder output for every target token, (num_target_tokens, d_model)."""
+    def decode(self, batch, memory: Tensor | None, return_attention_weights: bool = False, cache: list | None = None):
+        """Decoder output for every target token, (num_target_tokens, d_model).
+
+        With ``cache`` (one ``{"self", "cross"}`` pair of :class:`KeyValueCache` per layer) the batch
+        holds only new target nodes and its edges index all cached nodes: incremental decoding.
+        """
         _require(batch["tgt"], ("x", "position"), "batch['tgt']")
         self_store, cross_store = batch["tgt", "to", "tgt"], batch["src", "to", "tgt"]
         tgt = self._embed(self.tgt_embed, batch["tgt"].x, batch["tgt"].position)
+        src_position = batch["src"].position if "position" in batch["src"] else None
         return self.transformer.decoder.forward_graph(
             tgt, memory, self_store.edge_index, cross_store.edge_index, _edge_bias(self_store),
-            _edge_bias(cross_store), return_attention_weights=return_attention_weights,
+            _edge_bias(cross_store), return_attention_weights, position=batch["tgt"].position,
+            memory_position=src_position, cache=cache,
         )
 
     def forward(self, batch) -> Tensor:
@@ -172,12 +179,12 @@ class _SingleStackModel(_TokenModel):
         if tie_weights:
             self.generator.weight = self.embed.embedding.weight
 
-    def hidden(self, data, return_attention_weights: bool = False):
-        """Final hidden state of every token, (N, d_model)."""
+    def hidden(self, data, return_attention_weights: bool = False, cache: list | None = None):
+        """Final hidden state of every token, (N, d_model); ``cache`` as in the stack's ``forward_graph``."""
         _require(data, ("x", "position", "edge_index"), "data")
         x = self._embed(self.embed, data.x, data.position)
-        return self.encoder.forward_graph(x, data.edge_index, _edge_bias(data),
-                                          return_attention_weights=return_attention_weights)
+        return self.encoder.forward_graph(x, data.edge_index, _edge_bias(data), return_attention_weights,
+                                          position=data.position, cache=cache)
 
     def forward(self, data) -> Tensor:
         """Logits per token, (N, vocab_size); ``data`` holds ``x``, ``position``, ``edge_index``."""

@@ -104,13 +104,20 @@ class GraphTransformerEncoder(_Stack):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
-    def forward_graph(self, x: Tensor, edge_index, edge_bias=None, return_attention_weights: bool = False):
-        """Node features x (N, d_model) through every layer, then the final norm."""
+    def forward_graph(self, x: Tensor, edge_index, edge_bias=None, return_attention_weights: bool = False, *,
+                      position: Tensor | None = None, cache: list | None = None):
+        """Node features x (N, d_model) through every layer, then the final norm.
+
+        ``position`` (N,) feeds each attention's ``qk_transform``; ``cache`` holds one
+        :class:`KeyValueCache` per layer for incremental decoding.
+        """
         edges = per_layer(edge_index, self.num_layers, "edge_index")
         biases = per_layer(edge_bias, self.num_layers, "edge_bias")
+        caches = per_layer(cache, self.num_layers, "cache")
         weights = []
-        for layer, layer_edges, layer_bias in zip(self.layers, edges, biases):
-            x, layer_weights = layer.forward_graph(x, layer_edges, layer_bias, return_attention_weights=True)
+        for layer, layer_edges, layer_bias, layer_cache in zip(self.layers, edges, biases, caches):
+            x, layer_weights = layer.forward_graph(x, layer_edges, layer_bias, True, position=position,
+                                                   cache=layer_cache)
             weights.append(layer_weights)
         if self.norm is not None:
             x = self.norm(x)
@@ -154,16 +161,24 @@ class GraphTransformerDecoder(_Stack):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
-    def forward_graph(self, x: Tensor, memory: Tensor, edge_index, cross_edge_index, edge_bias=None,
-                      cross_edge_bias=None, return_attention_weights: bool = False):
-        """Target features x (T, d_model) attending to themselves and to ``memory`` (S, d_model)."""
+    def forward_graph(self, x: Tensor, memory: Tensor | None, edge_index, cross_edge_index, edge_bias=None,
+                      cross_edge_bias=None, return_attention_weights: bool = False, *,
+                      position: Tensor | None = None, memory_position: Tensor | None = None,
+                      cache: list | None = None):
+        """Target features x (T, d_model) attending to themselves and to ``memory`` (S, d_model).
+
+        ``cache`` holds one ``{"self": KeyValueCache(), "cross": KeyValueCache(static=True)}``
+        per layer for incremental decoding.
+        """
         n = self.num_layers
         graphs = zip(per_layer(edge_index, n, "edge_index"), per_layer(cross_edge_index, n, "cross_edge_index"),
-                     per_layer(edge_bias, n, "edge_bias"), per_layer(cross_edge_bias, n, "cross_edge_bias"))
+                     per_layer(edge_bias, n, "edge_bias"), per_layer(cross_edge_bias, n, "cross_edge_bias"),
+                     per_layer(cache, n, "cache"))
         weights = []
-        for layer, (edges, cross_edges, bias, cross_bias) in zip(self.layers, graphs):
-            x, layer_weights = layer.forward_graph(x, memory, edges, cross_edges, bias, cross_bias,
-                                                   return_attention_weights=True)
+        for layer, (edges, cross_edges, bias, cross_bias, layer_cache) in zip(self.layers, graphs):
+            x, layer_weights = layer.forward_graph(x, memory, edges, cross_edges, bias, cross_bias, True,
+                                                   position=position, memory_position=memory_position,
+                                                   cache=layer_cache)
             weights.append(layer_weights)
         if self.norm is not None:
             x = self.norm(x)
@@ -281,12 +296,17 @@ class GraphTransformer(nn.Module, TorchCounterpart):
 
     def forward_graph(self, src: Tensor, tgt: Tensor, src_edge_index, tgt_edge_index, cross_edge_index,
                       src_edge_bias=None, tgt_edge_bias=None, cross_edge_bias=None,
-                      return_attention_weights: bool = False):
-        """Encode the source nodes, decode the target nodes; returns target features (T, d_model)."""
-        memory, encoder_weights = self.encoder.forward_graph(src, src_edge_index, src_edge_bias,
-                                                             return_attention_weights=True)
+                      return_attention_weights: bool = False, *, src_position: Tensor | None = None,
+                      tgt_position: Tensor | None = None):
+        """Encode the source nodes, decode the target nodes; returns target features (T, d_model).
+
+        ``src_position``/``tgt_position`` feed the attentions' ``qk_transform`` (if any).
+        """
+        memory, encoder_weights = self.encoder.forward_graph(src, src_edge_index, src_edge_bias, True,
+                                                             position=src_position)
         out, decoder_weights = self.decoder.forward_graph(tgt, memory, tgt_edge_index, cross_edge_index,
-                                                          tgt_edge_bias, cross_edge_bias, return_attention_weights=True)
+                                                          tgt_edge_bias, cross_edge_bias, True, position=tgt_position,
+                                                          memory_position=src_position)
         if return_attention_weights:
             return out, {"encoder": encoder_weights, "decoder": decoder_weights}
         return out

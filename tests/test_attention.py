@@ -142,3 +142,44 @@ def test_bad_inputs():
         GraphMultiheadAttention.from_torch(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="unknown backend"):
         GraphMultiheadAttention(8, 2, backend="nope")
+
+
+class _Rotate(nn.Module):
+    """A toy per-node transform: rotate each head by an angle proportional to the position."""
+
+    def forward(self, x, position):
+        angle = position.to(x.dtype)[:, None, None] * 0.3
+        first, second = x[..., ::2], x[..., 1::2]
+        return torch.cat([first * angle.cos() - second * angle.sin(), first * angle.sin() + second * angle.cos()], -1)
+
+
+def test_qk_transform_is_applied_per_node_and_needs_positions():
+    plain = GraphMultiheadAttention(8, 2, dtype=DT)
+    rotated = GraphMultiheadAttention(8, 2, dtype=DT, qk_transform=_Rotate())
+    rotated.load_state_dict(plain.state_dict())
+    x, edge_index, position = torch.randn(4, 8, dtype=DT), graphs.complete([4]), torch.arange(4)
+    with pytest.raises(ValueError, match="needs query_position"):
+        rotated(x, x, x, edge_index)
+    out = rotated(x, x, x, edge_index, query_position=position, key_position=position)
+    assert relative_difference(out, plain(x, x, x, edge_index)) > 1e-3
+    shifted = rotated(x, x, x, edge_index, query_position=position + 5, key_position=position + 5)
+    assert relative_difference(out, shifted) < 1e-12  # the toy rotation only sees relative positions
+
+
+def test_key_value_cache_gives_the_full_computation_one_node_at_a_time():
+    from gnn_transformer.attention import KeyValueCache
+
+    mha = GraphMultiheadAttention(8, 2, dtype=DT, add_bias_kv=True)
+    x = torch.randn(5, 8, dtype=DT)
+    full = mha(x, x, x, graphs.causal([5]))
+    cache, steps = KeyValueCache(), []
+    for t in range(5):
+        edges = torch.stack([torch.arange(t + 1), torch.zeros(t + 1, dtype=torch.long)])  # all seen -> new node
+        steps.append(mha(x[t:t + 1], x[t:t + 1], x[t:t + 1], edges, cache=cache))
+    assert cache.num_sources == 5
+    assert relative_difference(torch.cat(steps), full) < 1e-12
+    static = KeyValueCache(static=True)
+    memory = torch.randn(3, 8, dtype=DT)
+    first = mha(x[:1], memory, memory, graphs.bipartite([3], [1]), cache=static)
+    again = mha(x[:1], None, None, graphs.bipartite([3], [1]), cache=static)
+    assert torch.equal(first, again) and static.num_sources == 3
