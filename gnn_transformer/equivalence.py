@@ -89,6 +89,10 @@ class _Batch:
         out[~padding] = nodes
         return out
 
+    @property
+    def num_graph_edges(self) -> int:
+        return self.src_graph.size(1) + self.tgt_graph.size(1) + self.cross_graph.size(1)
+
     def dense_edges(self, attn_mask, padding, tgt_len, src_len, heads) -> int:
         edges, _ = graphs.edges_from_mask(attn_mask, padding, batch_size=len(self.src_lengths),
                                           tgt_len=tgt_len, src_len=src_len, num_heads=heads)
@@ -117,6 +121,50 @@ def _torch_modules(config: CheckConfig) -> dict[str, nn.Module]:
     }
 
 
+def _dense_row(name, graph, edges, graph_module, torch_module, *args, **kwargs) -> Callable[[], Row]:
+    return lambda: Row(name, graph, "dense", edges, compare_with_torch(graph_module, torch_module, *args, **kwargs))
+
+
+def _graph_row(name, graph, edges, graph_fn, graph_module, torch_fn, torch_module, inputs) -> Callable[[], Row]:
+    return lambda: Row(name, graph, "graph", edges,
+                       compare_functions(graph_fn, graph_module, torch_fn, torch_module, inputs))
+
+
+def _encoder_rows(name: str, graph_module, torch_module, data: "_Batch", dense_edges: int):
+    """Dense and graph-native rows of an encoder layer or stack (complete graph of the sources)."""
+    sp = data.src_padding
+    yield _dense_row(name, "complete", dense_edges, graph_module, torch_module, data.src, src_key_padding_mask=sp)
+    yield _graph_row(
+        name, "complete", data.src_graph.size(1),
+        lambda x: data.unpack(graph_module(data.pack(x, sp), data.src_graph), sp), graph_module,
+        lambda x: torch_module(x, src_key_padding_mask=sp) * (~sp).unsqueeze(-1), torch_module, [data.src])
+
+
+def _decoder_rows(name: str, graph_module, torch_module, data: "_Batch", dense_edges: int):
+    """Dense and graph-native rows of a decoder layer or stack (causal and bipartite graphs)."""
+    sp, tp = data.src_padding, data.tgt_padding
+    masks = dict(tgt_mask=data.causal, tgt_key_padding_mask=tp, memory_key_padding_mask=sp)
+    label = "causal + bipartite"
+    yield _dense_row(name, label, dense_edges, graph_module, torch_module, data.tgt, data.src, **masks)
+    yield _graph_row(
+        name, label, data.tgt_graph.size(1) + data.cross_graph.size(1),
+        lambda y, x: data.unpack(graph_module(data.pack(y, tp), data.pack(x, sp), data.tgt_graph, data.cross_graph),
+                                 tp), graph_module,
+        lambda y, x: torch_module(y, x, **masks) * (~tp).unsqueeze(-1), torch_module, [data.tgt, data.src])
+
+
+def _transformer_rows(graph_module, torch_module, data: "_Batch", dense_edges: int):
+    sp, tp = data.src_padding, data.tgt_padding
+    masks = dict(tgt_mask=data.causal, src_key_padding_mask=sp, tgt_key_padding_mask=tp, memory_key_padding_mask=sp)
+    label = "complete + causal + bipartite"
+    yield _dense_row("GraphTransformer", label, dense_edges, graph_module, torch_module, data.src, data.tgt, **masks)
+    yield _graph_row(
+        "GraphTransformer", label, data.num_graph_edges,
+        lambda x, y: data.unpack(graph_module(data.pack(x, sp), data.pack(y, tp), data.src_graph, data.tgt_graph,
+                                              data.cross_graph), tp), graph_module,
+        lambda x, y: torch_module(x, y, **masks) * (~tp).unsqueeze(-1), torch_module, [data.src, data.tgt])
+
+
 def _cases(config: CheckConfig) -> Iterator[Callable[[], Row]]:
     """One thunk per row, so a progress bar can advance while rows are computed."""
     torch.manual_seed(config.seed)
@@ -130,75 +178,28 @@ def _cases(config: CheckConfig) -> Iterator[Callable[[], Row]]:
     cross_edges = data.dense_edges(None, data.src_padding, t, s, h)
     float_mask = torch.randn(s, s, dtype=config.dtype, device=config.device).masked_fill(
         torch.rand(s, s, device=config.device) < 0.3, float("-inf"))
-
-    def dense(name, graph, edges, graph_module, torch_module, *args, **kwargs):
-        return lambda: Row(name, graph, "dense", edges, compare_with_torch(graph_module, torch_module, *args, **kwargs))
-
-    yield dense("GraphMultiheadAttention", "complete", complete_edges, graph_mha, mha, data.src, data.src, data.src,
-                key_padding_mask=data.src_padding, average_attn_weights=False)
-    yield dense("GraphMultiheadAttention", "complete + float-mask biases", data.dense_edges(float_mask, None, s, s, h),
-                graph_mha, mha, data.src, data.src, data.src, attn_mask=float_mask, need_weights=False)
-    yield dense("GraphMultiheadAttention", "causal", causal_edges, graph_mha, mha, data.tgt, data.tgt, data.tgt,
-                attn_mask=data.causal, key_padding_mask=data.tgt_padding, need_weights=False)
-    yield dense("GraphMultiheadAttention", "bipartite", cross_edges, graph_mha, mha, data.tgt, data.src, data.src,
-                key_padding_mask=data.src_padding, need_weights=False)
-
-    pack, unpack = data.pack, data.unpack
-    sp, tp = data.src_padding, data.tgt_padding
-    real_src, real_tgt = (~sp).unsqueeze(-1), (~tp).unsqueeze(-1)
-    num = {"src": data.src_graph.size(1), "tgt": data.tgt_graph.size(1), "cross": data.cross_graph.size(1)}
-
-    encoder_layer = modules["encoder_layer"]
-    graph_encoder_layer = GraphTransformerEncoderLayer.from_torch(encoder_layer)
-    yield dense("GraphTransformerEncoderLayer", "complete", complete_edges, graph_encoder_layer, encoder_layer, data.src,
-                src_key_padding_mask=sp)
-    yield lambda: Row("GraphTransformerEncoderLayer", "complete", "graph", num["src"], compare_functions(
-        lambda x: unpack(graph_encoder_layer(pack(x, sp), data.src_graph), sp), graph_encoder_layer,
-        lambda x: encoder_layer(x, src_key_padding_mask=sp) * real_src, encoder_layer, [data.src]))
-
-    decoder_layer = modules["decoder_layer"]
-    graph_decoder_layer = GraphTransformerDecoderLayer.from_torch(decoder_layer)
-    yield dense("GraphTransformerDecoderLayer", "causal + bipartite", causal_edges + cross_edges, graph_decoder_layer, decoder_layer,
-                data.tgt, data.src, tgt_mask=data.causal, tgt_key_padding_mask=tp, memory_key_padding_mask=sp)
-    yield lambda: Row("GraphTransformerDecoderLayer", "causal + bipartite", "graph", num["tgt"] + num["cross"],
-                      compare_functions(
-        lambda y, x: unpack(graph_decoder_layer(pack(y, tp), pack(x, sp), data.tgt_graph, data.cross_graph), tp), graph_decoder_layer,
-        lambda y, x: decoder_layer(y, x, tgt_mask=data.causal, tgt_key_padding_mask=tp, memory_key_padding_mask=sp) * real_tgt,
-        decoder_layer, [data.tgt, data.src]))
-
-    encoder = modules["encoder"]
-    graph_encoder = GraphTransformerEncoder.from_torch(encoder)
-    yield dense("GraphTransformerEncoder", "complete", complete_edges, graph_encoder, encoder, data.src,
-                src_key_padding_mask=sp)
-    yield lambda: Row("GraphTransformerEncoder", "complete", "graph", num["src"], compare_functions(
-        lambda x: unpack(graph_encoder(pack(x, sp), data.src_graph), sp), graph_encoder,
-        lambda x: encoder(x, src_key_padding_mask=sp) * real_src, encoder, [data.src]))
-
-    decoder = modules["decoder"]
-    graph_decoder = GraphTransformerDecoder.from_torch(decoder)
-    yield dense("GraphTransformerDecoder", "causal + bipartite", causal_edges + cross_edges, graph_decoder, decoder,
-                data.tgt, data.src, tgt_mask=data.causal, tgt_key_padding_mask=tp, memory_key_padding_mask=sp)
-    yield lambda: Row("GraphTransformerDecoder", "causal + bipartite", "graph", num["tgt"] + num["cross"],
-                      compare_functions(
-        lambda y, x: unpack(graph_decoder(pack(y, tp), pack(x, sp), data.tgt_graph, data.cross_graph), tp),
-        graph_decoder,
-        lambda y, x: decoder(y, x, tgt_mask=data.causal, tgt_key_padding_mask=tp, memory_key_padding_mask=sp)
-        * real_tgt, decoder, [data.tgt, data.src]))
-
+    name = "GraphMultiheadAttention"
+    yield _dense_row(name, "complete", complete_edges, graph_mha, mha, data.src, data.src, data.src,
+                     key_padding_mask=data.src_padding, average_attn_weights=False)
+    yield _dense_row(name, "complete + float-mask biases", data.dense_edges(float_mask, None, s, s, h), graph_mha, mha,
+                     data.src, data.src, data.src, attn_mask=float_mask, need_weights=False)
+    yield _dense_row(name, "causal", causal_edges, graph_mha, mha, data.tgt, data.tgt, data.tgt, attn_mask=data.causal,
+                     key_padding_mask=data.tgt_padding, need_weights=False)
+    yield _dense_row(name, "bipartite", cross_edges, graph_mha, mha, data.tgt, data.src, data.src,
+                     key_padding_mask=data.src_padding, need_weights=False)
+    for name, key, graph_class in (("GraphTransformerEncoderLayer", "encoder_layer", GraphTransformerEncoderLayer),
+                                   ("GraphTransformerDecoderLayer", "decoder_layer", GraphTransformerDecoderLayer),
+                                   ("GraphTransformerEncoder", "encoder", GraphTransformerEncoder),
+                                   ("GraphTransformerDecoder", "decoder", GraphTransformerDecoder)):
+        graph_module = graph_class.from_torch(modules[key])
+        if "Encoder" in name:
+            yield from _encoder_rows(name, graph_module, modules[key], data, complete_edges)
+        else:
+            yield from _decoder_rows(name, graph_module, modules[key], data, causal_edges + cross_edges)
     transformer = modules["transformer"]
-    graph_transformer = GraphTransformer.from_torch(transformer)
-    all_dense = complete_edges + causal_edges + cross_edges
-    all_graph = num["src"] + num["tgt"] + num["cross"]
-    yield dense("GraphTransformer", "complete + causal + bipartite", all_dense, graph_transformer, transformer,
-                data.src, data.tgt, tgt_mask=data.causal, src_key_padding_mask=sp, tgt_key_padding_mask=tp,
-                memory_key_padding_mask=sp)
-    yield lambda: Row("GraphTransformer", "complete + causal + bipartite", "graph", all_graph, compare_functions(
-        lambda x, y: unpack(graph_transformer(pack(x, sp), pack(y, tp), data.src_graph, data.tgt_graph,
-                                              data.cross_graph), tp), graph_transformer,
-        lambda x, y: transformer(x, y, tgt_mask=data.causal, src_key_padding_mask=sp, tgt_key_padding_mask=tp,
-                                 memory_key_padding_mask=sp) * real_tgt, transformer, [data.src, data.tgt]))
-
-    yield lambda: _model_row(config, data, all_graph)
+    yield from _transformer_rows(GraphTransformer.from_torch(transformer), transformer, data,
+                                 complete_edges + causal_edges + cross_edges)
+    yield lambda: _model_row(config, data, data.num_graph_edges)
 
 
 def _model_row(config: CheckConfig, data: _Batch, edges: int) -> Row:
