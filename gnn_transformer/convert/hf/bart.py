@@ -1,0 +1,139 @@
+r"""BART (Lewis et al., arXiv:1910.13461) as message passing on complete, causal and bipartite graphs.
+
+.. math::
+
+    h^0_i = \text{LN}_e\big(s\,W[t_i] + P[p_i + 2]\big)
+
+(:math:`s = \sqrt{d}` with ``scale_embedding``, else 1; BART's position table keeps two extra rows
+in front, hence the offset 2), then post-norm encoder layers on the complete graph of the real
+source tokens and post-norm decoder layers on the causal graph of the target (keys limited by
+``decoder_attention_mask``) and on the bipartite graph from the real source tokens.
+:math:`\text{logits}_i = h_i W^\top + b_\text{final}` with the shared embedding :math:`W`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ...layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
+from ...transformer import GraphTransformerDecoder, GraphTransformerEncoder
+from ...variants import LearnedPositionalEmbedding
+from .common import (HFGraphModel, WeightEntry, activation_name, check_unsupported, cross_entropy, cross_graph,
+                     node_positions, per_layer_entries, self_graph, shift_right, tied, token_ids, token_mask)
+
+_ATTENTION = [("in_proj_weight", tuple(f"{n}_proj.weight" for n in "qkv")),
+              ("in_proj_bias", tuple(f"{n}_proj.bias" for n in "qkv")),
+              ("out_proj.weight", "out_proj.weight"), ("out_proj.bias", "out_proj.bias")]
+
+
+def _prefixed(graph: str, hf: str, pairs) -> list[tuple]:
+    return [(graph + g, tuple(hf + n for n in h) if isinstance(h, tuple) else hf + h) for g, h in pairs]
+
+
+class GraphBartForConditionalGeneration(HFGraphModel):
+    """``transformers.BartForConditionalGeneration`` on token graphs; ``forward`` takes the original's call.
+
+    Call: ``forward(input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+    labels=None)`` -> ``Seq2SeqLMOutput`` with ``logits`` (B, T, vocab).  Without
+    ``decoder_input_ids`` the decoder reads the labels (or else ``input_ids``) shifted right, as
+    the original does.
+    """
+
+    hf_classes = ("BartForConditionalGeneration",)
+    hf_buffers = ("final_logits_bias",)
+
+    def __init__(self, model: nn.Module, *, backend: str = "reference") -> None:
+        super().__init__()
+        config = model.config
+        d = config.d_model
+        self.config = config
+        self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
+        self.shared = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
+        rows = model.model.encoder.embed_positions.num_embeddings
+        self.encoder_positions = LearnedPositionalEmbedding(rows, d, offset=2)
+        self.decoder_positions = LearnedPositionalEmbedding(rows, d, offset=2)
+        self.encoder_embedding_norm, self.decoder_embedding_norm = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.dropout = nn.Dropout(config.dropout)
+        common = dict(dropout=config.dropout, activation=activation_name(config.activation_function),
+                      norm_first=False, backend=backend)
+        encoder_layer = GraphTransformerEncoderLayer(d, config.encoder_attention_heads, config.encoder_ffn_dim,
+                                                     **common)
+        decoder_layer = GraphTransformerDecoderLayer(d, config.decoder_attention_heads, config.decoder_ffn_dim,
+                                                     **common)
+        for layer in (encoder_layer, decoder_layer):
+            layer.self_attn.dropout, layer.dropout.p = config.attention_dropout, config.activation_dropout
+        decoder_layer.multihead_attn.dropout = config.attention_dropout
+        self.encoder = GraphTransformerEncoder(encoder_layer, config.encoder_layers)
+        self.decoder = GraphTransformerDecoder(decoder_layer, config.decoder_layers)
+        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        bart = model.model
+        if not (tied(bart.encoder.embed_tokens, bart.shared) and tied(bart.decoder.embed_tokens, bart.shared)):
+            raise NotImplementedError("BART whose encoder or decoder embedding is not the shared one is not supported")
+        self.tie_weights = tied(model.lm_head, bart.shared)
+        if self.tie_weights:
+            self.lm_head.weight = self.shared.weight
+
+    def weight_map(self) -> list[WeightEntry]:
+        pairs = [("shared.weight", "model.shared.weight"), ("final_logits_bias", "final_logits_bias")]
+        for side in ("encoder", "decoder"):
+            pairs += [(f"{side}_positions.weight", f"model.{side}.embed_positions.weight"),
+                      (f"{side}_embedding_norm.weight", f"model.{side}.layernorm_embedding.weight"),
+                      (f"{side}_embedding_norm.bias", f"model.{side}.layernorm_embedding.bias")]
+        entries = per_layer_entries("", "", pairs)
+        norms = [("norm1", "self_attn_layer_norm"), ("norm2", "final_layer_norm")]
+        for i in range(len(self.encoder.layers)):
+            entries += per_layer_entries(f"encoder.layers.{i}.", f"model.encoder.layers.{i}.", [
+                *_prefixed("self_attn.", "self_attn.", _ATTENTION), *_feed_forward(), *_norms(norms)])
+        norms = [("norm1", "self_attn_layer_norm"), ("norm2", "encoder_attn_layer_norm"), ("norm3", "final_layer_norm")]
+        for i in range(len(self.decoder.layers)):
+            entries += per_layer_entries(f"decoder.layers.{i}.", f"model.decoder.layers.{i}.", [
+                *_prefixed("self_attn.", "self_attn.", _ATTENTION),
+                *_prefixed("multihead_attn.", "encoder_attn.", _ATTENTION), *_feed_forward(), *_norms(norms)])
+        if not self.tie_weights:
+            entries.append(WeightEntry("lm_head.weight", ("lm_head.weight",)))
+        return entries
+
+    def _embed(self, tokens: Tensor, positions: nn.Module, norm: nn.Module, position: Tensor) -> Tensor:
+        x = self.shared(tokens.reshape(-1)) * self.embed_scale + positions(position)  # (B * L, d)
+        return self.dropout(norm(x))
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
+                labels: Tensor | None = None, *, encoder_outputs=None, inputs_embeds=None,
+                decoder_inputs_embeds=None, cache=None, past_key_values=None, use_cache=None, return_dict=None):
+        """Logits (B, T, vocab) of padded source and target batches; see the class docstring."""
+        from transformers.modeling_outputs import Seq2SeqLMOutput
+
+        check_unsupported(encoder_outputs=encoder_outputs, inputs_embeds=inputs_embeds, cache=cache,
+                          decoder_inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
+                          use_cache=use_cache)
+        input_ids = token_ids(input_ids)
+        if decoder_input_ids is None:
+            start, pad = getattr(self.config, "decoder_start_token_id", None), self.config.pad_token_id
+            decoder_input_ids = shift_right(labels if labels is not None else input_ids, start, pad)
+        decoder_input_ids = token_ids(decoder_input_ids, "decoder_input_ids")
+        (b, s), t = input_ids.shape, decoder_input_ids.size(1)
+        device = input_ids.device
+        src_mask = token_mask(attention_mask, b, s, "attention_mask", device)
+        tgt_mask = token_mask(decoder_attention_mask, b, t, "decoder_attention_mask", device)
+        src = self._embed(input_ids, self.encoder_positions, self.encoder_embedding_norm,
+                          node_positions(None, b, s, device))
+        memory = self.encoder.forward_graph(src, self_graph(src_mask, causal=False))
+        tgt = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embedding_norm,
+                          node_positions(None, b, t, device))
+        out = self.decoder.forward_graph(tgt, memory, self_graph(tgt_mask, causal=True), cross_graph(src_mask, t))
+        logits = (self.lm_head(out) + self.final_logits_bias).view(b, t, -1)  # (B, T, vocab)
+        loss = None if labels is None else cross_entropy(logits, labels)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=memory.view(b, s, -1))
+
+
+def _feed_forward() -> list[tuple]:
+    return [("linear1.weight", "fc1.weight"), ("linear1.bias", "fc1.bias"),
+            ("linear2.weight", "fc2.weight"), ("linear2.bias", "fc2.bias")]
+
+
+def _norms(pairs) -> list[tuple]:
+    return [(f"{g}.{p}", f"{h}.{p}") for g, h in pairs for p in ("weight", "bias")]
