@@ -74,7 +74,8 @@ def _torch_layer_config(module) -> dict:
     }
     used = [name for name, on in extras.items() if on]
     if used:
-        raise ValueError(f"this layer uses {used}, which torch.nn.Transformer*Layer does not have: no torch counterpart")
+        raise ValueError(f"this layer uses {used}, which torch.nn.Transformer*Layer does not have: "
+                         f"no torch counterpart")
     return _layer_config(module)
 
 

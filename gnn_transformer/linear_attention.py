@@ -6,7 +6,8 @@ softmax kernel :math:`\exp(\langle q, k \rangle)` by a feature-map product
 
 .. math::
 
-    o_i = \frac{\sum_{j \to i} \langle \phi(q_i), \phi(k_j) \rangle\, v_j}{\sum_{j \to i} \langle \phi(q_i), \phi(k_j) \rangle}
+    o_i = \frac{\sum_{j \to i} \langle \phi(q_i), \phi(k_j) \rangle\, v_j}
+               {\sum_{j \to i} \langle \phi(q_i), \phi(k_j) \rangle}
 
 On any graph this is one round of message passing: the edge ``j -> i`` carries the weight
 :math:`\langle \phi(q_i), \phi(k_j) \rangle` times :math:`v_j`, each node sums its messages and
@@ -124,7 +125,8 @@ class GraphLinearAttention(GraphMultiheadAttention):
     def from_softmax(cls, attention: GraphMultiheadAttention, **options) -> "GraphLinearAttention":
         """The linear attention holding ``attention``'s projections (T2R's starting point before finetuning)."""
         linear = cls(attention.embed_dim, attention.num_heads, 0.0, attention.in_proj_bias is not None,
-                     kdim=attention.kdim, vdim=attention.vdim, scale=attention.scale, qk_transform=attention.qk_transform,
+                     kdim=attention.kdim, vdim=attention.vdim, scale=attention.scale,
+                     qk_transform=attention.qk_transform,
                      head_dim=attention.head_dim, device=attention.out_proj.weight.device,
                      dtype=attention.out_proj.weight.dtype, **options)
         missing, unexpected = linear.load_state_dict(attention.state_dict(), strict=False)

@@ -41,7 +41,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.size(-1) != self.normalized_shape:
-            raise ValueError(f"RMSNorm expects {self.normalized_shape} features in the last dimension, got {x.size(-1)}")
+            raise ValueError(f"RMSNorm expects {self.normalized_shape} features in the last dimension, "
+                             f"got {x.size(-1)}")
         squares = x if self.variance_dtype is None else x.to(self.variance_dtype)
         variance = squares.pow(2).mean(-1, keepdim=True)  # (..., 1)
         x = x * torch.rsqrt(variance + self.eps)
@@ -65,7 +66,8 @@ def _rms_norm(d_model: int, eps: float, bias: bool = True, **factory) -> nn.Modu
 NORMS: dict[str, Callable[..., nn.Module]] = {"layer": _layer_norm, "rms": _rms_norm}
 
 
-def make_norm(norm: str | Callable[..., nn.Module], d_model: int, eps: float, bias: bool = True, **factory) -> nn.Module:
+def make_norm(norm: str | Callable[..., nn.Module], d_model: int, eps: float, bias: bool = True,
+              **factory) -> nn.Module:
     """A normalisation module: ``"layer"`` (``nn.LayerNorm``), ``"rms"`` (:class:`RMSNorm`, no bias), or a
     callable ``norm(d_model, eps=eps, bias=bias, device=..., dtype=...)`` returning a module."""
     if isinstance(norm, str):

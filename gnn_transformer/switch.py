@@ -115,7 +115,8 @@ class SwitchFeedForward(nn.Module):
     def route(self, x: Tensor) -> Routing:
         """Choose an expert per token and build the token -> expert graph."""
         if x.dim() != 2 or x.size(-1) != self.router.in_features:
-            raise ValueError(f"SwitchFeedForward expects x of shape (N, {self.router.in_features}), got {tuple(x.shape)}")
+            raise ValueError(f"SwitchFeedForward expects x of shape (N, {self.router.in_features}), "
+                             f"got {tuple(x.shape)}")
         router_input = x
         if self.training and self.router_jitter > 0:
             router_input = x * torch.empty_like(x).uniform_(1 - self.router_jitter, 1 + self.router_jitter)

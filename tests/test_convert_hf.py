@@ -139,7 +139,8 @@ def test_left_padding_numbers_positions_by_column():
     hf, graph = model_pair("gpt2")
     ids = torch.randint(48, (1, 4))
     alone = graph(input_ids=ids).logits
-    padded = graph(input_ids=torch.cat([ids.new_zeros(1, 2), ids], 1), attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))
+    padded = graph(input_ids=torch.cat([ids.new_zeros(1, 2), ids], 1),
+                   attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))
     assert not torch.allclose(alone, padded.logits[:, 2:])
 
 
@@ -175,7 +176,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"the checkpoint lacks \['transformer.h.1.attn.c_attn.bias'\]"):
         GraphGPT2LMHeadModel(hf).load_hf_state_dict(state)
     t5, t5_graph = model_pair("t5")
-    with pytest.raises(ValueError, match="T5 needs decoder_input_ids"):
+    with pytest.raises(ValueError, match="GraphT5ForConditionalGeneration needs decoder_input_ids"):
         t5_graph(input_ids=torch.zeros(1, 3, dtype=torch.long))
 
 

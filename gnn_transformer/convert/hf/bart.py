@@ -20,8 +20,7 @@ from torch import Tensor, nn
 from ...layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
 from ...transformer import GraphTransformerDecoder, GraphTransformerEncoder
 from ...variants import LearnedPositionalEmbedding
-from .common import (HFGraphModel, WeightEntry, activation_name, check_unsupported, cross_entropy, cross_graph,
-                     node_positions, per_layer_entries, self_graph, shift_right, tied, token_ids, token_mask)
+from .common import PaddedPair, Seq2SeqGraphModel, WeightEntry, activation_name, per_layer_entries, tied
 
 _ATTENTION = [("in_proj_weight", tuple(f"{n}_proj.weight" for n in "qkv")),
               ("in_proj_bias", tuple(f"{n}_proj.bias" for n in "qkv")),
@@ -32,7 +31,7 @@ def _prefixed(graph: str, hf: str, pairs) -> list[tuple]:
     return [(graph + g, tuple(hf + n for n in h) if isinstance(h, tuple) else hf + h) for g, h in pairs]
 
 
-class GraphBartForConditionalGeneration(HFGraphModel):
+class GraphBartForConditionalGeneration(Seq2SeqGraphModel):
     """``transformers.BartForConditionalGeneration`` on token graphs; ``forward`` takes the original's call.
 
     Call: ``forward(input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
@@ -43,6 +42,7 @@ class GraphBartForConditionalGeneration(HFGraphModel):
 
     hf_classes = ("BartForConditionalGeneration",)
     hf_buffers = ("final_logits_bias",)
+    shift_input_ids = True
 
     def __init__(self, model: nn.Module, *, backend: str = "reference") -> None:
         super().__init__()
@@ -97,37 +97,17 @@ class GraphBartForConditionalGeneration(HFGraphModel):
         return entries
 
     def _embed(self, tokens: Tensor, positions: nn.Module, norm: nn.Module, position: Tensor) -> Tensor:
-        x = self.shared(tokens.reshape(-1)) * self.embed_scale + positions(position)  # (B * L, d)
+        x = self.shared(tokens) * self.embed_scale + positions(position)  # (B * L, d)
         return self.dropout(norm(x))
 
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
-                labels: Tensor | None = None, *, encoder_outputs=None, inputs_embeds=None,
-                decoder_inputs_embeds=None, cache=None, past_key_values=None, use_cache=None, return_dict=None):
-        """Logits (B, T, vocab) of padded source and target batches; see the class docstring."""
-        from transformers.modeling_outputs import Seq2SeqLMOutput
-
-        check_unsupported(encoder_outputs=encoder_outputs, inputs_embeds=inputs_embeds, cache=cache,
-                          decoder_inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
-                          use_cache=use_cache)
-        input_ids = token_ids(input_ids)
-        if decoder_input_ids is None:
-            start, pad = getattr(self.config, "decoder_start_token_id", None), self.config.pad_token_id
-            decoder_input_ids = shift_right(labels if labels is not None else input_ids, start, pad)
-        decoder_input_ids = token_ids(decoder_input_ids, "decoder_input_ids")
-        (b, s), t = input_ids.shape, decoder_input_ids.size(1)
-        device = input_ids.device
-        src_mask = token_mask(attention_mask, b, s, "attention_mask", device)
-        tgt_mask = token_mask(decoder_attention_mask, b, t, "decoder_attention_mask", device)
-        src = self._embed(input_ids, self.encoder_positions, self.encoder_embedding_norm,
-                          node_positions(None, b, s, device))
-        memory = self.encoder.forward_graph(src, self_graph(src_mask, causal=False))
-        tgt = self._embed(decoder_input_ids, self.decoder_positions, self.decoder_embedding_norm,
-                          node_positions(None, b, t, device))
-        out = self.decoder.forward_graph(tgt, memory, self_graph(tgt_mask, causal=True), cross_graph(src_mask, t))
-        logits = (self.lm_head(out) + self.final_logits_bias).view(b, t, -1)  # (B, T, vocab)
-        loss = None if labels is None else cross_entropy(logits, labels)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=memory.view(b, s, -1))
+    def logits(self, pair: PaddedPair) -> tuple[Tensor, Tensor]:
+        """Logits (B, T, vocab) and encoder output (B * S, d) of a padded pair (see :class:`Seq2SeqGraphModel`)."""
+        b, _, t = pair.shape
+        src = self._embed(pair.src_ids, self.encoder_positions, self.encoder_embedding_norm, pair.src_position)
+        memory = self.encoder.forward_graph(src, pair.src_edges)
+        tgt = self._embed(pair.tgt_ids, self.decoder_positions, self.decoder_embedding_norm, pair.tgt_position)
+        out = self.decoder.forward_graph(tgt, memory, pair.tgt_edges, pair.cross_edges)
+        return (self.lm_head(out) + self.final_logits_bias).view(b, t, -1), memory  # (B, T, vocab)
 
 
 def _feed_forward() -> list[tuple]:

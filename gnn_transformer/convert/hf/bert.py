@@ -68,14 +68,16 @@ class GraphBertForMaskedLM(HFGraphModel):
                 ("self_attn.in_proj_bias", tuple(f"attention.self.{n}.bias" for n in ("query", "key", "value"))),
                 ("self_attn.out_proj.weight", "attention.output.dense.weight"),
                 ("self_attn.out_proj.bias", "attention.output.dense.bias"),
-                ("norm1.weight", "attention.output.LayerNorm.weight"), ("norm1.bias", "attention.output.LayerNorm.bias"),
+                ("norm1.weight", "attention.output.LayerNorm.weight"),
+                ("norm1.bias", "attention.output.LayerNorm.bias"),
                 ("linear1.weight", "intermediate.dense.weight"), ("linear1.bias", "intermediate.dense.bias"),
                 ("linear2.weight", "output.dense.weight"), ("linear2.bias", "output.dense.bias"),
                 ("norm2.weight", "output.LayerNorm.weight"), ("norm2.bias", "output.LayerNorm.bias"),
             ])
         entries += per_layer_entries("", "cls.predictions.", [
             ("transform.weight", "transform.dense.weight"), ("transform.bias", "transform.dense.bias"),
-            ("transform_norm.weight", "transform.LayerNorm.weight"), ("transform_norm.bias", "transform.LayerNorm.bias"),
+            ("transform_norm.weight", "transform.LayerNorm.weight"),
+            ("transform_norm.bias", "transform.LayerNorm.bias"),
             ("decoder.bias", "bias"),
         ])
         if not self.tie_weights:

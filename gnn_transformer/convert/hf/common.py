@@ -195,3 +195,56 @@ def shift_right(input_ids: Tensor, start_token_id: int | None, pad_token_id: int
     shifted = input_ids.new_full(input_ids.shape, start_token_id)
     shifted[:, 1:] = input_ids[:, :-1]
     return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+@dataclass
+class PaddedPair:
+    """A padded source/target batch as node ids, positions and the three token graphs (node ``b * L + i``)."""
+
+    src_ids: Tensor  # (B * S,)
+    tgt_ids: Tensor  # (B * T,)
+    src_position: Tensor  # (B * S,)
+    tgt_position: Tensor  # (B * T,)
+    src_edges: Tensor  # complete graph of the real source tokens
+    tgt_edges: Tensor  # causal graph, keys limited by the decoder mask
+    cross_edges: Tensor  # bipartite graph from the real source tokens
+    shape: tuple[int, int, int]  # B, S, T
+
+
+class Seq2SeqGraphModel(HFGraphModel):
+    """Shared call of the encoder-decoder importers: the original's arguments in, ``Seq2SeqLMOutput`` out."""
+
+    shift_input_ids = False  # BART: without decoder inputs or labels, the decoder reads input_ids shifted right
+
+    def logits(self, pair: PaddedPair) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        """Logits (B, T, vocab) and the encoder output (B * S, d) of a padded pair."""
+        raise NotImplementedError
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
+                labels: Tensor | None = None, *, encoder_outputs=None, inputs_embeds=None,
+                decoder_inputs_embeds=None, cache=None, past_key_values=None, use_cache=None, return_dict=None):
+        """Logits (B, T, vocab) of padded source and target batches, as the original's call returns them."""
+        from transformers.modeling_outputs import Seq2SeqLMOutput
+
+        check_unsupported(encoder_outputs=encoder_outputs, inputs_embeds=inputs_embeds, cache=cache,
+                          decoder_inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
+                          use_cache=use_cache)
+        input_ids = token_ids(input_ids)
+        if decoder_input_ids is None:
+            source = labels if labels is not None else (input_ids if self.shift_input_ids else None)
+            if source is None:
+                raise ValueError(f"{type(self).__name__} needs decoder_input_ids (or labels, shifted right into them)")
+            start = getattr(self.config, "decoder_start_token_id", None)
+            decoder_input_ids = shift_right(source, start, self.config.pad_token_id)
+        decoder_input_ids = token_ids(decoder_input_ids, "decoder_input_ids")
+        (b, s), t = input_ids.shape, decoder_input_ids.size(1)
+        device = input_ids.device
+        src_mask = token_mask(attention_mask, b, s, "attention_mask", device)
+        tgt_mask = token_mask(decoder_attention_mask, b, t, "decoder_attention_mask", device)
+        pair = PaddedPair(input_ids.reshape(-1), decoder_input_ids.reshape(-1), node_positions(None, b, s, device),
+                          node_positions(None, b, t, device), self_graph(src_mask, causal=False),
+                          self_graph(tgt_mask, causal=True), cross_graph(src_mask, t), (b, s, t))
+        logits, memory = self.logits(pair)
+        loss = None if labels is None else cross_entropy(logits, labels)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=memory.view(b, s, -1))

@@ -71,8 +71,10 @@ class GraphGPT2LMHeadModel(HFGraphModel):
                    WeightEntry("decoder.norm.bias", ("transformer.ln_f.bias",))]
         for i in range(len(self.decoder.layers)):
             entries += per_layer_entries(f"decoder.layers.{i}.", f"transformer.h.{i}.", [
-                ("self_attn.in_proj_weight", "attn.c_attn.weight", True), ("self_attn.in_proj_bias", "attn.c_attn.bias"),
-                ("self_attn.out_proj.weight", "attn.c_proj.weight", True), ("self_attn.out_proj.bias", "attn.c_proj.bias"),
+                ("self_attn.in_proj_weight", "attn.c_attn.weight", True),
+                ("self_attn.in_proj_bias", "attn.c_attn.bias"),
+                ("self_attn.out_proj.weight", "attn.c_proj.weight", True),
+                ("self_attn.out_proj.bias", "attn.c_proj.bias"),
                 ("linear1.weight", "mlp.c_fc.weight", True), ("linear1.bias", "mlp.c_fc.bias"),
                 ("linear2.weight", "mlp.c_proj.weight", True), ("linear2.bias", "mlp.c_proj.bias"),
                 ("norm1.weight", "ln_1.weight"), ("norm1.bias", "ln_1.bias"),

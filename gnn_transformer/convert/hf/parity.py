@@ -238,7 +238,8 @@ def format_table(rows: list[Row], per_layer: bool = False) -> str:
         lines.append((row.arch, row.variant, row.dtype, row.padding, f"{p.logits:.2e}", f"{p.gradient:.2e}",
                       p.worst_gradient, f"{p.tolerance:.0e}", "pass" if p.passed else "FAIL"))
         if per_layer:
-            lines += [("", "", "", f"  {name}", f"{out:.2e}", f"{grad:.2e}", "", "", "") for name, out, grad in p.layers]
+            lines += [("", "", "", f"  {name}", f"{out:.2e}", f"{grad:.2e}", "", "", "")
+                      for name, out, grad in p.layers]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),

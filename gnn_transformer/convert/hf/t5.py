@@ -23,8 +23,7 @@ from ...biases import RelativePositionBias
 from ...layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
 from ...norms import RMSNorm
 from ...transformer import GraphTransformerDecoder, GraphTransformerEncoder
-from .common import (HFGraphModel, WeightEntry, activation_name, check_unsupported, cross_entropy, cross_graph,
-                     node_positions, per_layer_entries, self_graph, shift_right, tied, token_ids, token_mask)
+from .common import PaddedPair, Seq2SeqGraphModel, WeightEntry, activation_name, per_layer_entries, tied
 
 
 def t5_norm(d_model: int, eps: float, bias: bool = False, **factory) -> RMSNorm:
@@ -32,7 +31,7 @@ def t5_norm(d_model: int, eps: float, bias: bool = False, **factory) -> RMSNorm:
     return RMSNorm(d_model, eps, variance_dtype=torch.float32, **factory)
 
 
-class GraphT5ForConditionalGeneration(HFGraphModel):
+class GraphT5ForConditionalGeneration(Seq2SeqGraphModel):
     """``transformers.T5ForConditionalGeneration`` on token graphs; ``forward`` takes the original's call.
 
     Call: ``forward(input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
@@ -100,33 +99,13 @@ class GraphT5ForConditionalGeneration(HFGraphModel):
             entries.append(WeightEntry("lm_head.weight", ("lm_head.weight",)))
         return entries
 
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
-                labels: Tensor | None = None, *, encoder_outputs=None, inputs_embeds=None,
-                decoder_inputs_embeds=None, cache=None, past_key_values=None, use_cache=None, return_dict=None):
-        """Logits (B, T, vocab) of padded source and target batches; see the class docstring."""
-        from transformers.modeling_outputs import Seq2SeqLMOutput
-
-        check_unsupported(encoder_outputs=encoder_outputs, inputs_embeds=inputs_embeds, cache=cache,
-                          decoder_inputs_embeds=decoder_inputs_embeds, past_key_values=past_key_values,
-                          use_cache=use_cache)
-        input_ids = token_ids(input_ids)
-        if decoder_input_ids is None:
-            if labels is None:
-                raise ValueError("T5 needs decoder_input_ids (or labels, which are shifted right into them)")
-            decoder_input_ids = shift_right(labels, getattr(self.config, "decoder_start_token_id", None), self.config.pad_token_id)
-        decoder_input_ids = token_ids(decoder_input_ids, "decoder_input_ids")
-        (b, s), t = input_ids.shape, decoder_input_ids.size(1)
-        device = input_ids.device
-        src_mask = token_mask(attention_mask, b, s, "attention_mask", device)
-        tgt_mask = token_mask(decoder_attention_mask, b, t, "decoder_attention_mask", device)
-        src_position, tgt_position = node_positions(None, b, s, device), node_positions(None, b, t, device)
-        src_edges, tgt_edges = self_graph(src_mask, causal=False), self_graph(tgt_mask, causal=True)
-        src = self.dropout(self.shared(input_ids.reshape(-1)))  # (B * S, d)
-        memory = self.dropout(self.encoder.forward_graph(src, src_edges, self.encoder_bias(src_edges, src_position)))
-        tgt = self.dropout(self.shared(decoder_input_ids.reshape(-1)))  # (B * T, d)
-        out = self.decoder.forward_graph(tgt, memory, tgt_edges, cross_graph(src_mask, t),
-                                         self.decoder_bias(tgt_edges, tgt_position))
-        logits = self.lm_head(self.dropout(out) * self.output_scale).view(b, t, -1)  # (B, T, vocab)
-        loss = None if labels is None else cross_entropy(logits, labels)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=memory.view(b, s, -1))
+    def logits(self, pair: PaddedPair) -> tuple[Tensor, Tensor]:
+        """Logits (B, T, vocab) and encoder output (B * S, d) of a padded pair (see :class:`Seq2SeqGraphModel`)."""
+        b, _, t = pair.shape
+        src = self.dropout(self.shared(pair.src_ids))  # (B * S, d)
+        src_bias = self.encoder_bias(pair.src_edges, pair.src_position)  # (num_edges, H), shared by all layers
+        memory = self.dropout(self.encoder.forward_graph(src, pair.src_edges, src_bias))
+        tgt = self.dropout(self.shared(pair.tgt_ids))  # (B * T, d)
+        tgt_bias = self.decoder_bias(pair.tgt_edges, pair.tgt_position)
+        out = self.decoder.forward_graph(tgt, memory, pair.tgt_edges, pair.cross_edges, tgt_bias)
+        return self.lm_head(self.dropout(out) * self.output_scale).view(b, t, -1), memory  # (B, T, vocab)
