@@ -6,7 +6,7 @@ pytest.importorskip("transformers")
 import transformers  # noqa: E402
 
 from gnn_transformer.cli import main  # noqa: E402
-from gnn_transformer.convert import TorchCounterpart, from_hf  # noqa: E402
+from gnn_transformer.convert import from_hf  # noqa: E402
 from gnn_transformer.convert.hf import GraphGPT2LMHeadModel  # noqa: E402
 from gnn_transformer.convert.hf.parity import compare, format_table, padded_batch, run, small_model  # noqa: E402
 from gnn_transformer.testing import torch_reference_mode  # noqa: E402
@@ -116,8 +116,7 @@ def test_position_ids_as_generate_passes_them():
     hf, graph = model_pair("gpt2")
     inputs, real = padded_batch("gpt2", hf, "left")
     inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # positions from the mask
-    assert_parity_inputs = compare("gpt2", hf, graph, inputs, real)
-    assert assert_parity_inputs.passed
+    assert compare("gpt2", hf, graph, inputs, real).passed
 
 
 @pytest.mark.parametrize("arch, break_it", [
@@ -178,7 +177,3 @@ def test_bad_inputs():
     t5, t5_graph = model_pair("t5")
     with pytest.raises(ValueError, match="GraphT5ForConditionalGeneration needs decoder_input_ids"):
         t5_graph(input_ids=torch.zeros(1, 3, dtype=torch.long))
-
-
-def test_convert_module_keeps_its_torch_api():
-    assert TorchCounterpart.from_torch and callable(from_hf)
