@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--arch", choices=("gpt2", "bert", "bart", "t5"), default=None,
                         help="compare a Hugging Face architecture (small random model) with its graph model instead; "
-                             "uses --seed, --batch-size and --no-progress, not the nn.Transformer sizes")
+                             "uses --seed, --batch-size, --no-progress, --per-layer and --attn-implementation, "
+                             "not the nn.Transformer sizes")
     from ..convert.hf.parity import add_arguments
 
     add_arguments(parser)

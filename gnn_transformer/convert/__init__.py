@@ -59,7 +59,6 @@ class TorchCounterpart:
         return self._config_of(self)
 
 
-
 def from_hf(model: nn.Module, **options) -> nn.Module:
     """The graph model of a Hugging Face ``transformers`` model: same weights, same call, same logits.
 

@@ -153,3 +153,32 @@ def dense_variant_logits(config: dict, p: dict, tokens: Tensor, lengths: Tensor,
         x = norm(x, p, "encoder.norm.", c["norm"], eps)
     out_weight = p["embed.weight"] if c["tie_weights"] else p["generator.weight"]
     return x @ out_weight.T + (p["generator.bias"] if "generator.bias" in p else 0)
+
+
+# ------------------------------------------------------------------ the comparison (graph model vs this reference)
+def variant_parity(model, config: dict, causal: bool, lengths=(6, 3, 1), seed: int = 0) -> tuple[float, float, str]:
+    """Compare a ``GraphVariantModel`` (graph-native call on the real tokens of a ragged batch) with the
+    reference on the padded batch: (logits difference, worst parameter-gradient difference, its name),
+    each as :func:`~gnn_transformer.testing.relative_difference`, under the same random upstream gradient."""
+    from torch_geometric.data import Batch
+
+    from ..graphs import sequence_data
+    from .parity import relative_difference
+
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    vocab = model.embed.num_embeddings
+    tokens = torch.randint(vocab, (len(lengths), int(lengths.max())), generator=generator)
+    real = torch.arange(tokens.size(1))[None, :] < lengths[:, None]  # (B, L)
+    graph = "causal" if causal else "complete"
+    data = Batch.from_data_list([sequence_data(t[:n], graph) for t, n in zip(tokens, lengths.tolist())])
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    expected = dense_variant_logits(config, params, tokens, lengths, causal)[real]  # (N, vocab)
+    actual = model(data)
+    upstream = torch.randn(actual.shape, generator=generator, dtype=torch.float64).to(actual.dtype)
+    (expected * upstream).sum().backward()
+    (actual * upstream).sum().backward()
+    gradients = {name: relative_difference(p.grad, params[name].grad) for name, p in model.named_parameters()}
+    worst = max(gradients, key=gradients.get)
+    return relative_difference(actual, expected), gradients[worst], worst

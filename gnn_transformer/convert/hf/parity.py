@@ -256,7 +256,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def report(arch: str, args: argparse.Namespace, sizes: dict | None = None) -> int:
     """Print the parity table of ``arch`` (``sizes`` as in :func:`small_config`); 0 if every row is within
     tolerance, else 1."""
-    import transformers
+    try:
+        import transformers
+    except ImportError:
+        raise SystemExit("the architecture parity tables need transformers: pip install 'gnn-transformer[hf]'") from None
 
     sizes = sizes or {}
     print(f"parity {arch}: transformers {transformers.__version__} ({args.attn_implementation}) vs the graph model, "
