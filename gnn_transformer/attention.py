@@ -57,6 +57,9 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         qk_transform: a module applied per node to queries and keys before message passing,
             as ``qk_transform(x (N, H, C), position (N,))`` (rotary positions are one); the
             graph-native call then needs ``query_position`` and ``key_position``.
+        head_dim: size C of each head (default ``embed_dim // num_heads``); keyword only.  With
+            ``H * C != embed_dim`` (T5 v1.1, for one) the projections map ``embed_dim`` to
+            ``H * C`` and ``out_proj`` maps ``H * C`` back; there is no torch counterpart then.
 
     Shapes:
         - query: (T, E); key: (S, kdim); value: (S, vdim); edge_index: (2, num_edges);
@@ -96,8 +99,12 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         scale: float | None = None,
         backend: str = "reference",
         qk_transform: nn.Module | None = None,
+        head_dim: int | None = None,
     ) -> None:
-        check_divisible(embed_dim, num_heads)
+        if head_dim is None:
+            check_divisible(embed_dim, num_heads)
+        elif head_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"head_dim and num_heads must be positive, got {head_dim} and {num_heads}")
         if backend not in available_backends():
             raise ValueError(f"unknown backend {backend!r}; available: {available_backends()}")
         factory = {"device": device, "dtype": dtype}
@@ -109,27 +116,28 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         self.num_heads = num_heads
         self.dropout = dropout
         self.batch_first = batch_first
-        self.head_dim = embed_dim // num_heads
+        self.head_dim = embed_dim // num_heads if head_dim is None else head_dim
+        inner = num_heads * self.head_dim  # H * C, embed_dim unless head_dim says otherwise
         self.scale = scale
         self.backend = backend
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **factory))
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim, **factory))
             self.register_parameter("q_proj_weight", None)
             self.register_parameter("k_proj_weight", None)
             self.register_parameter("v_proj_weight", None)
         else:
-            self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim, **factory))
-            self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, self.kdim, **factory))
-            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim, **factory))
+            self.q_proj_weight = nn.Parameter(torch.empty(inner, embed_dim, **factory))
+            self.k_proj_weight = nn.Parameter(torch.empty(inner, self.kdim, **factory))
+            self.v_proj_weight = nn.Parameter(torch.empty(inner, self.vdim, **factory))
             self.register_parameter("in_proj_weight", None)
         if bias:
-            self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim, **factory))
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * inner, **factory))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.out_proj = nn.Linear(inner, embed_dim, bias=bias, **factory)
         if add_bias_kv:
-            self.bias_k = nn.Parameter(torch.empty(1, 1, embed_dim, **factory))
-            self.bias_v = nn.Parameter(torch.empty(1, 1, embed_dim, **factory))
+            self.bias_k = nn.Parameter(torch.empty(1, 1, inner, **factory))
+            self.bias_v = nn.Parameter(torch.empty(1, 1, inner, **factory))
         else:
             self.bias_k = self.bias_v = None
         self.add_zero_attn = add_zero_attn
@@ -165,6 +173,12 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             vdim=module.vdim,
             batch_first=module.batch_first,
         )
+
+    def _torch_config(self) -> dict:
+        if self.num_heads * self.head_dim != self.embed_dim:
+            raise ValueError(f"head_dim={self.head_dim} gives {self.num_heads} x {self.head_dim} != embed_dim="
+                             f"{self.embed_dim}: torch.nn.MultiheadAttention cannot hold these weights")
+        return self._config_of(self)
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, backend={self.backend!r}"
@@ -288,7 +302,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
                 q, k, v, edge_index, edge_bias, scale=self._scale(), dropout_p=dropout_p,
                 backend=self.backend, return_attention_weights=True,
             )
-        return self.out_proj(out.reshape(q.size(0), self.embed_dim)), weights  # (T, E), (num_edges, H)
+        return self.out_proj(out.reshape(q.size(0), -1)), weights  # (T, E), (num_edges, H)
 
     def _scale(self) -> float:
         return 1.0 / math.sqrt(self.head_dim) if self.scale is None else float(self.scale)

@@ -13,6 +13,7 @@ Attribute names (``self_attn``, ``multihead_attn``, ``linear1``, ``linear2``,
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch.nn.functional as F
@@ -23,19 +24,24 @@ from ._validation import check_node_features
 from .attention import GraphMultiheadAttention, KeyValueCache
 from .convert import TorchCounterpart
 from .dense import DenseLayout, dense_graph
+from .norms import make_norm
 
 __all__ = ["GraphTransformerEncoderLayer", "GraphTransformerDecoderLayer"]
 
 Activation = str | Callable[[Tensor], Tensor]
 
 
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh"), "silu": F.silu}
+
+
 def resolve_activation(activation: Activation) -> Callable[[Tensor], Tensor]:
-    """``"relu"``/``"gelu"`` -> ``F.relu``/``F.gelu`` (as torch does); callables pass through."""
+    """``"relu"``/``"gelu"`` -> ``F.relu``/``F.gelu`` (as torch does), also ``"gelu_tanh"`` (GELU's tanh
+    approximation, GPT-2's) and ``"silu"``; callables pass through."""
     if isinstance(activation, str):
-        named = {"relu": F.relu, "gelu": F.gelu}
-        if activation not in named:
-            raise ValueError(f"activation should be 'relu', 'gelu' or a callable, not {activation!r}")
-        return named[activation]
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation should be 'relu', 'gelu' or a callable (or 'gelu_tanh', 'silu'), "
+                             f"not {activation!r}")
+        return ACTIVATIONS[activation]
     if not callable(activation):
         raise TypeError(f"activation must be a string or a callable, got {type(activation).__name__}")
     return activation
@@ -54,6 +60,38 @@ def _layer_config(module) -> dict:
         norm_first=module.norm_first,
         bias=module.linear1.bias is not None,
     )
+
+
+def _torch_layer_config(module) -> dict:
+    """``_layer_config``, after checking that the layer uses no option torch's layers lack."""
+    attention = module.self_attn
+    extras = {
+        "norm": not isinstance(module.norm1, nn.LayerNorm),
+        "gated": module.linear_v is not None,
+        "attention_scale": attention.scale is not None,
+        "qk_transform": attention.qk_transform is not None,
+        "head_dim": attention.num_heads * attention.head_dim != attention.embed_dim,
+    }
+    used = [name for name, on in extras.items() if on]
+    if used:
+        raise ValueError(f"this layer uses {used}, which torch.nn.Transformer*Layer does not have: "
+                         f"no torch counterpart")
+    return _layer_config(module)
+
+
+def _variant_parts(layer: nn.Module, d_model: int, dim_feedforward: int, bias: bool, norm, gated: bool,
+                   layer_norm_eps: float, num_norms: int, factory: dict) -> None:
+    """The per-node parts every layer variant shares: norms ``norm1..`` and the gate ``linear_v``."""
+    for index in range(1, num_norms + 1):
+        setattr(layer, f"norm{index}", make_norm(norm, d_model, layer_norm_eps, bias, **factory))
+    layer.linear_v = nn.Linear(d_model, dim_feedforward, bias=bias, **factory) if gated else None
+
+
+def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
+    r"""The hidden layer of the feed-forward network: :math:`\text{act}(x W_1)`, or with a gate
+    :math:`\text{act}(x W_1) \odot x V` (GLU variants, arXiv:2002.05202: SwiGLU, GEGLU, ReGLU)."""
+    hidden = layer.activation(layer.linear1(x))  # (N, dim_feedforward)
+    return hidden if layer.linear_v is None else hidden * layer.linear_v(x)
 
 
 class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
@@ -76,7 +114,13 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
     * torch-style ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)``
       on padded tensors, as :class:`torch.nn.TransformerEncoderLayer`.
 
-    Args: as :class:`torch.nn.TransformerEncoderLayer`, plus keyword-only ``backend``.
+    Args: as :class:`torch.nn.TransformerEncoderLayer`, plus keyword-only options (defaults: torch's layer):
+        backend: attention backend.
+        norm: ``"layer"`` (LayerNorm), ``"rms"`` (RMSNorm) or a callable building the norm modules.
+        gated: gated feed-forward :math:`(\text{act}(x W_1) \odot x V) W_2` with ``linear_v`` = V
+            (``activation="silu"``: SwiGLU, ``"gelu"``: GEGLU, ``"relu"``: ReGLU).
+        attention_scale, qk_transform, head_dim: the self-attention's ``scale``, ``qk_transform``
+            (rotary positions) and ``head_dim`` (see :class:`GraphMultiheadAttention`).
     """
 
     torch_class = nn.TransformerEncoderLayer
@@ -96,26 +140,32 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
         dtype=None,
         *,
         backend: str = "reference",
+        norm: str | Callable[..., nn.Module] = "layer",
+        gated: bool = False,
+        attention_scale: float | None = None,
+        qk_transform: nn.Module | None = None,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.self_attn = GraphMultiheadAttention(
-            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, backend=backend, **factory
+            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, backend=backend, **factory,
+            scale=attention_scale, qk_transform=qk_transform, head_dim=head_dim,
         )
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)
         self.norm_first = norm_first
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
+        _variant_parts(self, d_model, dim_feedforward, bias, norm, gated, layer_norm_eps, 2, factory)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.activation = resolve_activation(activation)
 
     _config_of = staticmethod(_layer_config)
+    _torch_config = _torch_layer_config
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        return self.dropout2(self.linear2(self.dropout(_feed_forward(self, x))))
 
     def _sa_block(self, x, edge_index, edge_bias, position, cache):
         out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, True, query_position=position,
@@ -180,7 +230,9 @@ class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
       tgt_key_padding_mask=None, memory_key_padding_mask=None, tgt_is_causal=False,
       memory_is_causal=False)`` on padded tensors.
 
-    Args: as :class:`torch.nn.TransformerDecoderLayer`, plus keyword-only ``backend``.
+    Args: as :class:`torch.nn.TransformerDecoderLayer`, plus the keyword-only options of
+    :class:`GraphTransformerEncoderLayer` (``qk_transform`` goes to the self-attention only;
+    ``attention_scale`` and ``head_dim`` to both attentions).
     """
 
     torch_class = nn.TransformerDecoderLayer
@@ -200,28 +252,33 @@ class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
         dtype=None,
         *,
         backend: str = "reference",
+        norm: str | Callable[..., nn.Module] = "layer",
+        gated: bool = False,
+        attention_scale: float | None = None,
+        qk_transform: nn.Module | None = None,
+        head_dim: int | None = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        attention = dict(dropout=dropout, batch_first=batch_first, bias=bias, backend=backend, **factory)
-        self.self_attn = GraphMultiheadAttention(d_model, nhead, **attention)
+        attention = dict(dropout=dropout, batch_first=batch_first, bias=bias, backend=backend, **factory,
+                         scale=attention_scale, head_dim=head_dim)
+        self.self_attn = GraphMultiheadAttention(d_model, nhead, **attention, qk_transform=qk_transform)
         self.multihead_attn = GraphMultiheadAttention(d_model, nhead, **attention)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)
         self.norm_first = norm_first
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
+        _variant_parts(self, d_model, dim_feedforward, bias, norm, gated, layer_norm_eps, 3, factory)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
         self.activation = resolve_activation(activation)
 
     _config_of = staticmethod(_layer_config)
+    _torch_config = _torch_layer_config
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        return self.dropout3(self.linear2(self.dropout(_feed_forward(self, x))))
 
     def _sa_block(self, x, edge_index, edge_bias, position, cache):
         out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, True, query_position=position,

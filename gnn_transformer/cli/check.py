@@ -1,5 +1,8 @@
 """``gnn-transformer check``: prove, on random weights and ragged batches, that the graph
-modules compute what ``torch.nn.Transformer`` computes (outputs and gradients)."""
+modules compute what ``torch.nn.Transformer`` computes (outputs and gradients).
+
+With ``--arch gpt2|bert|bart|t5`` it instead prints the parity table of that Hugging Face
+architecture against its graph model (``comparisons/parity_<arch>.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -28,10 +31,21 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=4, help="sequences per random ragged batch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--arch", choices=("gpt2", "bert", "bart", "t5"), default=None,
+                        help="compare a Hugging Face architecture (small random model) with its graph model instead; "
+                             "uses --seed, --batch-size, --no-progress, --per-layer and --attn-implementation, "
+                             "not the nn.Transformer sizes")
+    from ..convert.hf.parity import add_arguments
+
+    add_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "arch", None):
+        from ..convert.hf.parity import report
+
+        return report(args.arch, args)
     from ..equivalence import CheckConfig, format_table, run_suite
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
