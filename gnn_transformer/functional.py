@@ -23,7 +23,11 @@ Backends (``backend=``), all exact, all checked against ``"reference"``:
   definition; keeps (num_edges, H, C) tensors for backward.
 * ``"chunked"`` -- chunks of target nodes in torch (:mod:`gnn_transformer.chunked`): no
   per-edge, per-feature tensor for the whole graph; for CPU, runs on any device.
-* ``"auto"`` -- :func:`select_backend`: ``"chunked"``.
+* ``"fused"`` -- Triton kernels on block-sparse tiles (:mod:`gnn_transformer.kernels`):
+  online softmax, backward by recomputation, nothing per edge kept; CUDA (or Triton's
+  interpreter).  Needs each edge at most once.
+* ``"auto"`` -- :func:`select_backend`: ``"fused"`` for CUDA tensors in float16, bfloat16
+  or float32 when Triton is installed and the graph repeats no edge; ``"chunked"`` otherwise.
 
 The fast backends run on a :class:`~gnn_transformer.prepared.PreparedGraph`; given a plain
 ``edge_index`` they prepare it on every call, so pass a prepared graph to pay once.  Their
@@ -33,6 +37,7 @@ recomputes them from the saved log-sum-exp: exact, but detached from autograd (u
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Callable
 
@@ -48,6 +53,8 @@ from .prepared import PreparedGraph
 
 __all__ = ["graph_attention", "edge_softmax", "GraphAttentionPropagation", "available_backends", "select_backend"]
 
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def edge_softmax(score: Tensor, index: Tensor, num_targets: int) -> Tensor:
@@ -119,7 +126,15 @@ def _reference_backend(q, k, v, graph, edge_bias, scale, dropout_p, need_weights
     return _REFERENCE.attend(q, k, v, edge_index, edge_bias, scale, dropout_p)
 
 
+def _fused_backend(q, k, v, graph, edge_bias, scale, dropout_p, need_weights):
+    from .kernels import fused_graph_attention  # imports Triton and defines the kernels on first use
+
+    return fused_graph_attention(q, k, v, graph, edge_bias, scale, dropout_p, need_weights)
+
+
 _BACKENDS: dict[str, Callable] = {"reference": _reference_backend, "chunked": chunked_graph_attention}
+if TRITON_AVAILABLE:
+    _BACKENDS["fused"] = _fused_backend
 
 
 def available_backends() -> list[str]:
@@ -129,6 +144,9 @@ def available_backends() -> list[str]:
 
 def check_backend(backend: str) -> str:
     """Return ``backend`` if this installation runs it; else raise an error that says what to do."""
+    if backend == "fused" and "fused" not in _BACKENDS:
+        raise ImportError("backend='fused' runs Triton kernels, but Triton is not installed: "
+                          "pip install 'gnn-transformer[gpu]' (Linux x86-64), or use backend='chunked' or 'auto'")
     if backend not in available_backends():
         raise ValueError(f"unknown backend {backend!r}; available: {available_backends()}")
     return backend
@@ -137,9 +155,13 @@ def check_backend(backend: str) -> str:
 def select_backend(q: Tensor, graph: PreparedGraph) -> str:
     """The rule of ``backend="auto"``.
 
-    ``"chunked"``.  The ``"reference"`` path is never chosen automatically: it is the
-    definition, not a fast path.
+    ``"fused"`` when ``q`` is a CUDA tensor in float16, bfloat16 or float32, Triton is
+    installed and no edge occurs twice (the fused tiles are bitmasks); ``"chunked"``
+    otherwise (CPU tensors, float64, graphs with repeated edges, no Triton).  The
+    ``"reference"`` path is never chosen automatically: it is the definition, not a fast path.
     """
+    if q.is_cuda and q.dtype in FUSED_DTYPES and "fused" in _BACKENDS and not graph.has_duplicates:
+        return "fused"
     return "chunked"
 
 
@@ -172,7 +194,8 @@ def graph_attention(
         scale: score scale; default ``1 / sqrt(C)``.
         dropout_p: dropout probability on the attention weights (applied whenever > 0,
             as in ``F.scaled_dot_product_attention``; modules pass 0 in eval mode).
-        backend: ``"reference"`` (PyG message passing), ``"chunked"`` or ``"auto"`` (see the module docstring and :func:`select_backend`).
+        backend: ``"reference"`` (PyG message passing), ``"chunked"``, ``"fused"`` or
+            ``"auto"`` (see the module docstring and :func:`select_backend`).
         return_attention_weights: also return the per-edge, per-head weights
             (after dropout, as torch returns them; detached for the fast backends).
 
