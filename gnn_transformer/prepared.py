@@ -64,8 +64,9 @@ class TileLayout:
 
     Tile ``t`` covers targets ``tile_row[t] * block_m + [0, block_m)`` and sources
     ``tile_col[t] * block_n + [0, block_n)``.  Its edges occupy the tile-major positions
-    ``tile_offset[t] ..`` in row-major order inside the tile; ``edge_id`` maps a tile-major
-    position to the user's edge id (``None``: identity).  ``tile_mask[t]`` is ``-1`` for a
+    ``tile_offset[t] ..`` in row-major order inside the tile; ``in_user_order`` says whether
+    that is the user's order (else :attr:`PreparedGraph.tile_edge_ids` maps positions to the
+    user's edge ids; it is built only for biases, dropout and weights).  ``tile_mask[t]`` is ``-1`` for a
     full tile, else the index of its bitmask in ``masks`` (num_partial, block_m,
     block_n / bits) int32, bit ``c % bits`` of word ``c // bits`` of row ``r`` = pair (r, c).
     ``row_ptr``/``row_order`` list the tiles per row block (tiles are stored row-block major)
@@ -83,7 +84,7 @@ class TileLayout:
     tile_offset: Tensor
     tile_mask: Tensor
     masks: Tensor
-    edge_id: Tensor | None
+    in_user_order: bool
     row_ptr: Tensor
     row_order: Tensor
     col_ptr: Tensor
@@ -155,6 +156,20 @@ def _lists(owner: Tensor, num_blocks: int) -> tuple[Tensor, Tensor]:
     return ptr.to(torch.int32), order.to(torch.int32)
 
 
+def _tile_major_key(edge_index: Tensor, num_sources: int, block_m: int, block_n: int) -> Tensor:
+    """Sort key of the tile-major order: (row block, column block, row, column)."""
+    source, target = edge_index[0], edge_index[1]
+    num_col_blocks = -(-num_sources // block_n)
+    local = (target % block_m) * block_n + source % block_n  # row-major position inside the tile
+    return ((target // block_m) * num_col_blocks + source // block_n) * (block_m * block_n) + local
+
+
+def tile_edge_ids(edge_index: Tensor, num_sources: int, block_m: int, block_n: int) -> Tensor | None:
+    """(num_edges,) int32 user edge id of each tile-major position, or ``None`` (identity)."""
+    perm = _sort(_tile_major_key(edge_index, num_sources, block_m, block_n))[1]
+    return None if perm is None else perm.to(torch.int32)
+
+
 def build_tiles(edge_index: Tensor, num_sources: int, num_targets: int, block_m: int, block_n: int) -> TileLayout:
     """Cut the graph into ``block_m x block_n`` tiles on its device; see :class:`TileLayout`.
 
@@ -163,12 +178,10 @@ def build_tiles(edge_index: Tensor, num_sources: int, num_targets: int, block_m:
     of size ``num_targets x num_sources`` is ever formed.
     """
     device = edge_index.device
-    source, target = edge_index[0], edge_index[1]
     num_row_blocks = -(-num_targets // block_m)
     num_col_blocks = -(-num_sources // block_n)
     tile_area = block_m * block_n
-    local = (target % block_m) * block_n + source % block_n  # row-major position inside the tile
-    key, perm = _sort(((target // block_m) * num_col_blocks + source // block_n) * tile_area + local)
+    key, perm = _sort(_tile_major_key(edge_index, num_sources, block_m, block_n))  # (num_edges,)
     tile_key, counts = torch.unique_consecutive(key // tile_area, return_counts=True)  # (num_tiles,)
     tile_row, tile_col = tile_key // num_col_blocks, tile_key % num_col_blocks
     rows_in = (num_targets - tile_row * block_m).clamp(max=block_m)
@@ -187,7 +200,7 @@ def build_tiles(edge_index: Tensor, num_sources: int, num_targets: int, block_m:
     return TileLayout(
         block_m=block_m, block_n=block_n, bits=bits, num_row_blocks=num_row_blocks, num_col_blocks=num_col_blocks,
         tile_row=tile_row.to(**int32), tile_col=tile_col.to(**int32), tile_offset=tile_offset.to(**int32),
-        tile_mask=tile_mask, masks=masks, edge_id=None if perm is None else perm.to(**int32),
+        tile_mask=tile_mask, masks=masks, in_user_order=perm is None,
         row_ptr=row_ptr, row_order=row_order, col_ptr=col_ptr, col_tiles=col_tiles.to(**int32),
         col_order=col_order, has_duplicates=_has_duplicates(key),
     )
@@ -229,6 +242,7 @@ class PreparedGraph:
         self.timings_ms: dict[str, float] = {}
         self._csr: CSRLayout | None = None
         self._tiles: TileLayout | None = None
+        self._tile_edge_ids: Tensor | None = None
         self._derived: dict = {}
 
     @property
@@ -264,6 +278,19 @@ class PreparedGraph:
         return self._tiles
 
     @property
+    def tile_edge_ids(self) -> Tensor | None:
+        """User edge id of each tile-major position (int32), ``None`` when that is the user's order.
+
+        Built on first use (one more sort), for edge biases, dropout and returned weights.
+        """
+        if self.tiles.in_user_order:
+            return None
+        if self._tile_edge_ids is None:
+            self._tile_edge_ids = self._timed("tile_edge_ids", lambda: tile_edge_ids(
+                self.edge_index, self.num_sources, *self.block_size))
+        return self._tile_edge_ids
+
+    @property
     def has_duplicates(self) -> bool:
         """Whether some edge occurs twice (from whichever layout exists; builds the CSR otherwise)."""
         layout = self._tiles if self._tiles is not None else self.csr
@@ -278,6 +305,8 @@ class PreparedGraph:
                 total -= self._csr.col.numel() * self._csr.col.element_size()
         if self._tiles is not None:
             total += _nbytes(self._tiles)
+        if self._tile_edge_ids is not None:
+            total += self._tile_edge_ids.numel() * 4
         return total
 
     def derived(self, key, build: Callable[[], "PreparedGraph"]) -> "PreparedGraph":
@@ -301,15 +330,15 @@ def prepare_graph(edge_index: Tensor, num_sources: int, num_targets: int | None 
         num_sources: number of source nodes S (all tokens, for self-attention).
         num_targets: number of target nodes T; default ``num_sources``.
         block_size: tile size of the ``"fused"`` layout.
-        layouts: layouts to build now (``"csr"``, ``"tiles"``) so that their time is spent
-            (and recorded in ``timings_ms``) here rather than in the first attention call.
+        layouts: layouts to build now (``"csr"``, ``"tiles"``, ``"tile_edge_ids"``) so that their
+            time is spent (and recorded in ``timings_ms``) here rather than in the first call.
 
     Returns:
         a :class:`PreparedGraph`, accepted wherever an ``edge_index`` is.
     """
     graph = PreparedGraph(edge_index, num_sources, num_targets, block_size=block_size)
     for name in layouts:
-        if name not in ("csr", "tiles"):
-            raise ValueError(f"unknown layout {name!r}; choose from 'csr', 'tiles'")
+        if name not in ("csr", "tiles", "tile_edge_ids"):
+            raise ValueError(f"unknown layout {name!r}; choose from 'csr', 'tiles', 'tile_edge_ids'")
         getattr(graph, name)
     return graph

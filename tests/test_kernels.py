@@ -51,7 +51,7 @@ def test_square_16_tiles_shared_bias_and_head_size_not_a_power_of_two():
 
 def test_without_bias_on_a_graph_already_in_tile_order():
     graph = prepare_graph(graphs.causal([16]), 16, block_size=16)
-    assert graph.tiles.edge_id is None  # one tile: the user's order is the tile order
+    assert graph.tiles.in_user_order and graph.tile_edge_ids is None  # one tile: the user's order
     q, k, v = (torch.randn(16, 2, 16, device=DEVICE) for _ in range(3))
     out = graph_attention(q, k, v, graph.edge_index.to(DEVICE), backend="fused")
     assert relative_difference(out, graph_attention(q, k, v, graph.edge_index.to(DEVICE))) <= 1e-5

@@ -50,7 +50,7 @@ def decode_tiles(graph: PreparedGraph) -> torch.Tensor:
             inside &= ((words[:, local // tiles.bits] >> (local % tiles.bits)) & 1).bool()
         target, source = rows[:, None].expand_as(inside)[inside], cols[None, :].expand_as(inside)[inside]
         position = tiles.tile_offset[t] + torch.arange(target.numel())  # row-major inside the tile
-        ids = position if tiles.edge_id is None else tiles.edge_id[position].long()
+        ids = position if graph.tile_edge_ids is None else graph.tile_edge_ids[position].long()
         edges[:, ids] = torch.stack([source, target])
     return edges
 
@@ -68,6 +68,10 @@ def test_tiles_hold_exactly_the_users_edges(kind, block_size):
 def test_layouts_are_built_once_timed_and_counted():
     graph = prepare_graph(graphs.complete([40]), 40, block_size=16, layouts=("csr", "tiles"))
     assert set(graph.timings_ms) == {"csr", "tiles"} and all(ms >= 0 for ms in graph.timings_ms.values())
+    before = graph.structure_bytes()
+    assert before < 0.5 * graph.num_edges  # the permutation to the user's order is built only when needed
+    assert graph.tile_edge_ids.dtype == torch.int32 and graph.structure_bytes() == before + 4 * graph.num_edges
+    assert "tile_edge_ids" in graph.timings_ms
     tiles = graph.tiles
     assert graph.tiles is tiles and tiles.num_partial == 0  # 40 x 40: full tiles (boundary ones too)
     assert 0 < graph.structure_bytes() < 40 * 40 * 8

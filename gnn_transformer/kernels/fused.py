@@ -57,20 +57,21 @@ def check_fused_inputs(q: Tensor, graph: PreparedGraph) -> None:
 
 class _FusedGraphAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, tiles: TileLayout, scale: float, dropout_p: float, seed: int):
+    def forward(ctx, q, k, v, bias, tiles: TileLayout, edge_ids, scale: float, dropout_p: float, seed: int):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        out, lse = _forward(q, k, v, bias, tiles, scale, dropout_p, seed)
+        out, lse = _forward(q, k, v, bias, tiles, edge_ids, scale, dropout_p, seed)
         ctx.save_for_backward(q, k, v, bias, out, lse)
-        ctx.tiles, ctx.scale, ctx.dropout_p, ctx.seed = tiles, scale, dropout_p, seed
+        ctx.tiles, ctx.edge_ids, ctx.scale, ctx.dropout_p, ctx.seed = tiles, edge_ids, scale, dropout_p, seed
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, grad_out, _grad_lse):
         q, k, v, bias, out, lse = ctx.saved_tensors
-        dq, dk, dv, dbias = _backward(q, k, v, bias, out, lse, grad_out.contiguous(), ctx.tiles, ctx.scale,
-                                      ctx.dropout_p, ctx.seed, bias_grad=bias is not None and ctx.needs_input_grad[3])
-        return dq, dk, dv, dbias, None, None, None, None
+        dq, dk, dv, dbias = _backward(q, k, v, bias, out, lse, grad_out.contiguous(), ctx.tiles, ctx.edge_ids,
+                                      ctx.scale, ctx.dropout_p, ctx.seed,
+                                      bias_grad=bias is not None and ctx.needs_input_grad[3])
+        return dq, dk, dv, dbias, None, None, None, None, None
 
 
 def _scalars(q: Tensor, k: Tensor, scale: float, dropout_p: float, seed: int) -> dict:
@@ -78,11 +79,11 @@ def _scalars(q: Tensor, k: Tensor, scale: float, dropout_p: float, seed: int) ->
                 dropout_p=float(dropout_p), seed=seed)
 
 
-def _constants(q: Tensor, bias: Tensor | None, tiles: TileLayout, dropout_p: float) -> dict:
+def _constants(q: Tensor, bias: Tensor | None, tiles: TileLayout, edge_ids: Tensor | None, dropout_p: float) -> dict:
     """Compile-time constants shared by every kernel (one compilation per combination)."""
     return dict(
         HEAD_DIM=q.size(2), BLOCK_D=_block(q.size(2)), BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BITS=tiles.bits,
-        HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, IDENTITY=tiles.edge_id is None,
+        HAS_BIAS=bias is not None, DROPOUT=dropout_p > 0.0, IDENTITY=edge_ids is None,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # tf32 only names the default for 16-bit inputs
     )
 
@@ -98,9 +99,9 @@ def _bias(bias: Tensor | None, q: Tensor) -> tuple[Tensor, int, int]:
     return bias, bias.stride(0), 0 if bias.size(1) == 1 else bias.stride(1)
 
 
-def _edge_tiles(tiles: TileLayout, by: str) -> tuple:
+def _edge_tiles(tiles: TileLayout, edge_ids: Tensor | None, by: str) -> tuple:
     """Tile arrays in a kernel's argument order: walked per row block (``"row"``) or column block."""
-    edge_id = tiles.edge_id if tiles.edge_id is not None else tiles.tile_offset  # never read when IDENTITY
+    edge_id = edge_ids if edge_ids is not None else tiles.tile_offset  # never read when IDENTITY
     if by == "row":
         return (tiles.tile_col, tiles.tile_offset, tiles.tile_mask, tiles.masks, edge_id, tiles.row_ptr,
                 tiles.row_order)
@@ -108,20 +109,20 @@ def _edge_tiles(tiles: TileLayout, by: str) -> tuple:
             tiles.col_tiles, tiles.col_order)
 
 
-def _forward(q, k, v, bias, tiles, scale, dropout_p, seed) -> tuple[Tensor, Tensor]:
+def _forward(q, k, v, bias, tiles, edge_ids, scale, dropout_p, seed) -> tuple[Tensor, Tensor]:
     out = torch.empty(q.size(0), q.size(1), v.size(2), dtype=q.dtype, device=q.device)  # (T, H, Cv)
     lse = torch.empty(q.size(0), q.size(1), dtype=torch.float32, device=q.device)  # (T, H), base 2
     bias_ptr, *bias_strides = _bias(bias, q)
     kernels.forward_kernel[(tiles.num_row_blocks, q.size(1))](
-        q, k, v, bias_ptr, out, lse, *_edge_tiles(tiles, "row"),
+        q, k, v, bias_ptr, out, lse, *_edge_tiles(tiles, edge_ids, "row"),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         *bias_strides, **_scalars(q, k, scale, dropout_p, seed), **_values(v),
-        **_constants(q, bias, tiles, dropout_p), **_launch_options(tiles, q.size(2)),
+        **_constants(q, bias, tiles, edge_ids, dropout_p), **_launch_options(tiles, q.size(2)),
     )
     return out, lse
 
 
-def _backward(q, k, v, bias, out, lse, grad_out, tiles, scale, dropout_p, seed, bias_grad: bool):
+def _backward(q, k, v, bias, out, lse, grad_out, tiles, edge_ids, scale, dropout_p, seed, bias_grad: bool):
     delta = (grad_out.float() * out.float()).sum(-1)  # (T, H)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dbias = None
@@ -131,13 +132,13 @@ def _backward(q, k, v, bias, out, lse, grad_out, tiles, scale, dropout_p, seed, 
     strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                grad_out.stride(0), grad_out.stride(1), *bias_strides)
     common = dict(**_scalars(q, k, scale, dropout_p, seed), scale=scale, **_values(v),
-                  **_constants(q, bias, tiles, dropout_p), **_launch_options(tiles, q.size(2)))
+                  **_constants(q, bias, tiles, edge_ids, dropout_p), **_launch_options(tiles, q.size(2)))
     kernels.backward_kv_kernel[(tiles.num_col_blocks, q.size(1))](
         q, k, v, bias_ptr, grad_out, lse, delta, dk, dv, dbias if dbias is not None else lse,
-        *_edge_tiles(tiles, "column"), *strides, BIAS_GRAD=bias_grad, **common,
+        *_edge_tiles(tiles, edge_ids, "column"), *strides, BIAS_GRAD=bias_grad, **common,
     )
     kernels.backward_q_kernel[(tiles.num_row_blocks, q.size(1))](
-        q, k, v, bias_ptr, grad_out, lse, delta, dq, *_edge_tiles(tiles, "row"), *strides, **common,
+        q, k, v, bias_ptr, grad_out, lse, delta, dq, *_edge_tiles(tiles, edge_ids, "row"), *strides, **common,
     )
     if dbias is not None:
         dbias = (dbias if bias.size(1) > 1 else dbias.sum(1, keepdim=True)).to(bias.dtype)
@@ -145,13 +146,13 @@ def _backward(q, k, v, bias, out, lse, grad_out, tiles, scale, dropout_p, seed, 
 
 
 @torch.no_grad()
-def _weights(q, k, bias, lse, tiles, scale, dropout_p, seed, num_edges) -> Tensor:
+def _weights(q, k, bias, lse, tiles, edge_ids, scale, dropout_p, seed, num_edges) -> Tensor:
     weights = torch.zeros(num_edges, q.size(1), dtype=q.dtype, device=q.device)  # (num_edges, H)
     bias_ptr, *bias_strides = _bias(bias, q)
     kernels.weights_kernel[(tiles.num_row_blocks, q.size(1))](
-        q, k, bias_ptr, lse, weights, *_edge_tiles(tiles, "row"),
+        q, k, bias_ptr, lse, weights, *_edge_tiles(tiles, edge_ids, "row"),
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), *bias_strides, **_scalars(q, k, scale, dropout_p, seed),
-        **_constants(q, bias, tiles, dropout_p), **_launch_options(tiles, q.size(2)),
+        **_constants(q, bias, tiles, edge_ids, dropout_p), **_launch_options(tiles, q.size(2)),
     )
     return weights
 
@@ -168,11 +169,13 @@ def fused_graph_attention(q: Tensor, k: Tensor, v: Tensor, graph: PreparedGraph,
     if q.size(2) > MAX_HEAD_DIM or v.size(2) > MAX_HEAD_DIM:
         raise ValueError(f"the fused backend supports head sizes up to {MAX_HEAD_DIM}, got {q.size(2)} and {v.size(2)}")
     tiles = graph.tiles
+    # an edge's user id is needed for its bias, its dropout draw and its returned weight
+    edge_ids = graph.tile_edge_ids if edge_bias is not None or dropout_p > 0.0 or need_weights else None
     seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0.0 else 0
-    out, lse = _FusedGraphAttention.apply(q, k, v, edge_bias, tiles, scale, dropout_p, seed)
+    out, lse = _FusedGraphAttention.apply(q, k, v, edge_bias, tiles, edge_ids, scale, dropout_p, seed)
     weights = None
     if need_weights:
         weights = _weights(q.detach().contiguous(), k.detach().contiguous(),
-                           None if edge_bias is None else edge_bias.detach(), lse, tiles, scale, dropout_p, seed,
-                           graph.num_edges)
+                           None if edge_bias is None else edge_bias.detach(), lse, tiles, edge_ids, scale, dropout_p,
+                           seed, graph.num_edges)
     return out, weights

@@ -61,8 +61,10 @@ def _edge_ids(tile, edges, tile_offset_ptr, edge_id_ptr, IDENTITY: tl.constexpr)
     rank = (tl.cumsum(per_row, 0) - per_row)[:, None] + tl.cumsum(ones, 1) - ones
     position = tl.load(tile_offset_ptr + tile) + rank  # tile-major position
     if IDENTITY:
-        return position.to(tl.int64)
-    return tl.load(edge_id_ptr + position, mask=edges, other=0).to(tl.int64)
+        ids = position.to(tl.int64)
+    else:
+        ids = tl.load(edge_id_ptr + position, mask=edges, other=0).to(tl.int64)
+    return ids
 
 
 @triton.jit
