@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .prepared import PreparedGraph
 
-__all__ = ["chunked_graph_attention", "Chunk", "plan_chunks"]
+__all__ = ["chunked_graph_attention", "Chunk", "plan_chunks", "chunk_plan"]
 
 MAX_ELEMENTS = 2**22  # per-chunk budget of (edges or pairs) x heads x features
 
@@ -63,8 +63,8 @@ def plan_chunks(graph: PreparedGraph, num_heads: int, head_dim: int,
     """Cut the targets into chunks; see the module docstring.
 
     Chunks start as runs of targets with about ``max_elements / num_heads`` edges; a chunk
-    whose block is less than a quarter full is halved while halving makes it denser
-    (block-diagonal graphs), and is otherwise computed by gathering in pieces of
+    whose block is less than a quarter full is halved while the halves' blocks cover at
+    most 3/4 of its block (block-diagonal graphs), and is otherwise gathered in pieces of
     ``max_elements / (num_heads * head_dim)`` edges.  ``max_elements`` defaults to
     :data:`MAX_ELEMENTS`; a graph with repeated edges is gathered throughout (a dense
     block holds each pair once).
@@ -76,10 +76,10 @@ def plan_chunks(graph: PreparedGraph, num_heads: int, head_dim: int,
     dense_edges = max(1, max_elements // num_heads)
     gather_edges = max(1, max_elements // (num_heads * head_dim))
 
-    def density(t0, t1):
+    def block(t0, t1):
+        """(area, s0, s1): the source range of targets t0:t1 and the size of their dense block."""
         s0, s1 = min(low[t0:t1], default=0), max(high[t0:t1], default=-1) + 1
-        area = (t1 - t0) * max(s1 - s0, 0)
-        return (ptr[t1] - ptr[t0]) / area if area else 1.0, max(s0, 0), max(s1, 0)
+        return (t1 - t0) * max(s1 - s0, 0), max(s0, 0), max(s1, 0)
 
     def split(t0, t1, max_edges):
         """Runs of targets with at most ``max_edges`` edges (or one target)."""
@@ -93,16 +93,16 @@ def plan_chunks(graph: PreparedGraph, num_heads: int, head_dim: int,
     chunks, pending = [], split(0, graph.num_targets, dense_edges)[::-1]
     while pending:
         t0, t1 = pending.pop()
-        fill, s0, s1 = density(t0, t1)
-        if fill >= 0.25 and not csr.has_duplicates:
+        area, s0, s1 = block(t0, t1)
+        if 4 * (ptr[t1] - ptr[t0]) >= area and not csr.has_duplicates:
             chunks.append((t0, t1, s0, s1, True))
             continue
         middle = int(torch.searchsorted(csr.ptr, (ptr[t0] + ptr[t1]) // 2, right=True)) - 1
         middle = min(max(middle, t0 + 1), t1 - 1)
-        if t1 - t0 > 1 and not csr.has_duplicates and min(density(t0, middle)[0], density(middle, t1)[0]) > 1.5 * fill:
-            pending += [(middle, t1), (t0, middle)]
+        if t1 - t0 > 1 and not csr.has_duplicates and block(t0, middle)[0] + block(middle, t1)[0] <= 0.75 * area:
+            pending += [(middle, t1), (t0, middle)]  # halving shrinks the blocks: block-diagonal structure
             continue
-        chunks += [(a, b, *density(a, b)[1:], False) for a, b in split(t0, t1, gather_edges)]
+        chunks += [(a, b, *block(a, b)[1:], False) for a, b in split(t0, t1, gather_edges)]
     return [Chunk(i, t0, t1, ptr[t0], ptr[t1], s0, s1, dense) for i, (t0, t1, s0, s1, dense) in enumerate(chunks)]
 
 
@@ -127,6 +127,8 @@ class _ChunkMath:
         c = self.chunk
         if c.dense:
             s = torch.matmul(self.q.transpose(0, 1), self.k.permute(1, 2, 0)) * self.scale  # (H, Tc, Sr)
+            if self.bias is None and c.e1 - c.e0 == s.size(1) * s.size(2):
+                return s  # every pair is an edge: nothing to mask
             heads = 1 if self.bias is None else self.bias.size(1)
             add = s.new_full((heads, s.size(1) * s.size(2)), float("-inf"))
             flat = self.rows * s.size(2) + (self.cols - c.s0)
@@ -165,9 +167,13 @@ class _ChunkMath:
         return dense[:, self.rows, self.cols - self.chunk.s0].t()
 
 
+def chunk_plan(graph: PreparedGraph, num_heads: int, head_dim: int) -> list[Chunk]:
+    """The chunks of ``graph`` for this many heads and this head size (planned once, kept on the graph)."""
+    return graph.derived(("chunks", num_heads, head_dim), lambda: plan_chunks(graph, num_heads, head_dim))
+
+
 def _plan(graph: PreparedGraph, q: Tensor, v: Tensor) -> list[Chunk]:
-    heads, width = q.size(1), max(q.size(2), v.size(2))
-    return graph.derived(("chunks", heads, width), lambda: plan_chunks(graph, heads, width))
+    return chunk_plan(graph, q.size(1), max(q.size(2), v.size(2)))
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:

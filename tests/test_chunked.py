@@ -5,7 +5,7 @@ from gnn_transformer import graphs
 from gnn_transformer.chunked import chunked_graph_attention, plan_chunks
 from gnn_transformer.functional import graph_attention
 from gnn_transformer.prepared import prepare_graph
-from gnn_transformer.testing import compare_backend, graph_cases
+from gnn_transformer.testing import GraphCase, compare_backend, graph_cases
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 GRADIENTS = ("out", "weights", "grad_q", "grad_k", "grad_v", "grad_bias")
@@ -88,3 +88,10 @@ def test_keeps_only_inputs_output_and_log_sum_exp_for_backward():
     inputs = {t.data_ptr() for t in (q, k, v, bias)}
     new = [tuple(t.shape) for t in saved if t.data_ptr() not in inputs]
     assert sorted(new) == [(case.num_targets, 2), (case.num_targets, 2, 8)]  # lse and out
+
+
+def test_full_blocks_without_bias_skip_the_mask():
+    case = GraphCase(graphs.complete([30]), 30, 30)
+    graph = prepare_graph(case.edge_index, 30)
+    assert [chunk.dense for chunk in plan_chunks(graph, 2, 16)] == [True]
+    assert_close(compare_backend("chunked", case, bias=None, dtype=torch.float64), 1e-10)

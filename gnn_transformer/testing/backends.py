@@ -20,7 +20,7 @@ from ..functional import graph_attention
 from ..prepared import PreparedGraph
 from .parity import relative_difference
 
-__all__ = ["GraphCase", "graph_cases", "compare_backend"]
+__all__ = ["GraphCase", "graph_cases", "compare_backend", "window_graph"]
 
 
 @dataclass
@@ -32,10 +32,11 @@ class GraphCase:
     num_targets: int
 
 
-def _window(num_nodes: int, radius: int) -> Tensor:
-    keep = (torch.arange(num_nodes)[:, None] - torch.arange(num_nodes)[None, :]).abs() <= radius  # (T, S)
-    target, source = keep.nonzero(as_tuple=True)
-    return torch.stack([source, target])
+def window_graph(num_nodes: int, radius: int, device=None) -> Tensor:
+    """Sliding-window graph: ``j -> i`` for ``|i - j| <= radius``, sorted by target then source."""
+    node = torch.arange(num_nodes, device=device)
+    first = (node - radius).clamp(min=0)
+    return graphs._contiguous_ranges(first, (node + radius).clamp(max=num_nodes - 1) - first + 1)
 
 
 def graph_cases(seed: int = 0) -> dict[str, GraphCase]:
@@ -53,7 +54,7 @@ def graph_cases(seed: int = 0) -> dict[str, GraphCase]:
         "complete": GraphCase(graphs.complete(lengths), 54, 54),
         "causal": GraphCase(graphs.causal(lengths), 54, 54),
         "bipartite": GraphCase(graphs.bipartite(lengths, tgt_lengths), 54, 27),
-        "window": GraphCase(_window(50, 4), 50, 50),
+        "window": GraphCase(window_graph(50, 4), 50, 50),
         "random": GraphCase(torch.stack([source, target])[:, shuffle], 40, 45),
         "skewed": GraphCase(skew, 70, 70),
     }
