@@ -54,7 +54,8 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim,
         batch_first, device, dtype: as in :class:`torch.nn.MultiheadAttention`.
         scale: score scale (default ``1 / sqrt(head_dim)``); keyword only.
-        backend: attention backend (``"reference"`` = PyG message passing); keyword only.
+        backend: attention backend, keyword only: ``"reference"`` (PyG message passing, the
+            default), ``"chunked"``, ``"fused"`` or ``"auto"`` (see :mod:`gnn_transformer.functional`).
         qk_transform: a module applied per node to queries and keys before message passing,
             as ``qk_transform(x (N, H, C), position (N,))`` (rotary positions are one); the
             graph-native call then needs ``query_position`` and ``key_position``.

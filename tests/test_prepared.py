@@ -162,3 +162,17 @@ def test_virtual_sources_are_prepared_once_per_graph():
         assert relative_difference(out, expected) < 1e-12
         assert relative_difference(weights, expected_weights) < 1e-12
     assert list(graph._derived) == [("virtual_sources", 2)]
+
+
+def test_encoder_decoder_prepares_each_of_its_three_graphs_once(monkeypatch):
+    torch.manual_seed(0)
+    options = dict(d_model=16, nhead=2, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=32, dropout=0.0)
+    reference = gt.GraphTransformer(**options)
+    fast = gt.GraphTransformer(**options, backend="chunked")
+    fast.load_state_dict(reference.state_dict())
+    src_lengths, tgt_lengths = [4, 2], [3, 5]
+    args = (torch.randn(6, 16), torch.randn(8, 16), graphs.complete(src_lengths), graphs.causal(tgt_lengths),
+            graphs.bipartite(src_lengths, tgt_lengths))
+    built = count_preparations(monkeypatch)
+    assert relative_difference(fast(*args), reference(*args)) < 1e-5
+    assert len(built) == 3
