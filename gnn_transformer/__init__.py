@@ -53,6 +53,14 @@ code path.  (3) ``enable_nested_tensor`` and ``mask_check`` are accepted and ign
 there is no padding to pack in a graph.  (4) No fast path changes results with
 ``eval()``: the computation is the same in every mode.
 
+**Which backend computes attention?**  ``backend="reference"`` (the default) is PyG
+message passing, the literal definition.  ``"chunked"`` (torch, chunks of target nodes,
+for CPU) and ``"fused"`` (Triton kernels on block-sparse tiles, for CUDA) compute the same
+exactly without keeping per-edge tensors; ``"auto"`` picks one (:func:`select_backend`).
+Prepare a graph once with :func:`prepare_graph` and pass the result wherever an
+``edge_index`` goes, so that every layer reuses it.  Weights returned by the fast
+backends are recomputed in a second pass and carry no gradient.
+
 **Which torch path is compared against?**  :func:`testing.torch_reference_mode`: the
 MATH backend of ``scaled_dot_product_attention`` with the MHA fast path (and thereby
 nested tensors) off, because torch's fused kernels differ from its math path by about
@@ -61,9 +69,10 @@ nested tensors) off, because torch's fused kernels differ from its math path by 
 from . import functional, graphs
 from .attention import GraphMultiheadAttention
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
-from .functional import available_backends, graph_attention
+from .functional import available_backends, graph_attention, select_backend
 from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
 from .model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
+from .prepared import PreparedGraph, prepare_graph
 from .transformer import GraphTransformer, GraphTransformerDecoder, GraphTransformerEncoder
 
 __version__ = "0.1.0"
@@ -73,6 +82,9 @@ __all__ = [
     "functional",
     "graph_attention",
     "available_backends",
+    "select_backend",
+    "PreparedGraph",
+    "prepare_graph",
     "GraphMultiheadAttention",
     "GraphTransformerEncoderLayer",
     "GraphTransformerDecoderLayer",

@@ -5,8 +5,18 @@ import torch
 from torch import Tensor
 
 
-def check_edge_index(edge_index: Tensor, num_sources: int, num_targets: int, name: str = "edge_index") -> None:
-    """Check shape, dtype and range of an edge index (row 0 sources, row 1 targets)."""
+def check_edge_index(edge_index, num_sources: int, num_targets: int, name: str = "edge_index") -> None:
+    """Check shape, dtype and range of an edge index (row 0 sources, row 1 targets), or a prepared graph's counts."""
+    from .prepared import PreparedGraph  # prepared.py uses this module
+
+    if isinstance(edge_index, PreparedGraph):
+        if (edge_index.num_sources, edge_index.num_targets) != (num_sources, num_targets):
+            raise ValueError(
+                f"{name} is a PreparedGraph for {edge_index.num_sources} source and {edge_index.num_targets} target "
+                f"nodes, but this call has {num_sources} source and {num_targets} target nodes: prepare the graph "
+                f"for these nodes (prepare_graph(edge_index, num_sources, num_targets))"
+            )
+        return
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"{name} must be a (2, num_edges) integer tensor, got {type(edge_index).__name__}")
     if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool or edge_index.is_complex():
@@ -27,8 +37,11 @@ def check_edge_index(edge_index: Tensor, num_sources: int, num_targets: int, nam
             )
 
 
-def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, edge_bias: Tensor | None):
-    """Check q (T, H, C), k (S, H, C), v (S, H, Cv), edges and bias; return the bias as (num_edges, H or 1)."""
+def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, edge_index, edge_bias: Tensor | None):
+    """Check q (T, H, C), k (S, H, C), v (S, H, Cv), edges (or a prepared graph) and bias.
+
+    Returns the bias as (num_edges, H or 1).
+    """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 3:
             raise ValueError(f"{name} must have shape (num_nodes, num_heads, head_dim), got {tuple(t.shape)}")
@@ -41,7 +54,11 @@ def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, 
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     check_edge_index(edge_index, num_sources=k.size(0), num_targets=q.size(0))
-    return check_edge_bias(edge_bias, edge_index.size(1), q.size(1), q.dtype)
+    edges = getattr(edge_index, "edge_index", edge_index)  # a prepared graph's edge index
+    if edges.device != q.device:
+        raise ValueError(f"the graph is on {edges.device} but q, k, v are on {q.device}: move (or prepare) the graph "
+                         f"on the device of the features")
+    return check_edge_bias(edge_bias, edges.size(1), q.size(1), q.dtype)
 
 
 def check_edge_bias(edge_bias: Tensor | None, num_edges: int, num_heads: int, dtype: torch.dtype):

@@ -11,7 +11,8 @@ from ._dispatch import is_graph_call
 from ._validation import check_divisible, check_edge_bias, check_edge_index, check_node_features
 from .convert import TorchCounterpart
 from .dense import DenseLayout, dense_graph, dense_weights
-from .functional import GraphAttentionPropagation, available_backends, graph_attention
+from .functional import GraphAttentionPropagation, check_backend, graph_attention
+from .prepared import PreparedGraph
 
 __all__ = ["GraphMultiheadAttention", "KeyValueCache"]
 
@@ -53,7 +54,8 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim,
         batch_first, device, dtype: as in :class:`torch.nn.MultiheadAttention`.
         scale: score scale (default ``1 / sqrt(head_dim)``); keyword only.
-        backend: attention backend (``"reference"`` = PyG message passing); keyword only.
+        backend: attention backend, keyword only: ``"reference"`` (PyG message passing, the
+            default), ``"chunked"``, ``"fused"`` or ``"auto"`` (see :mod:`gnn_transformer.functional`).
         qk_transform: a module applied per node to queries and keys before message passing,
             as ``qk_transform(x (N, H, C), position (N,))`` (rotary positions are one); the
             graph-native call then needs ``query_position`` and ``key_position``.
@@ -105,8 +107,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             check_divisible(embed_dim, num_heads)
         elif head_dim <= 0 or num_heads <= 0:
             raise ValueError(f"head_dim and num_heads must be positive, got {head_dim} and {num_heads}")
-        if backend not in available_backends():
-            raise ValueError(f"unknown backend {backend!r}; available: {available_backends()}")
+        check_backend(backend)
         factory = {"device": device, "dtype": dtype}
         super().__init__()
         self.embed_dim = embed_dim
@@ -240,10 +241,18 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             v = torch.cat([v, v.new_zeros(1, self.num_heads, self.head_dim)])
         if k.size(0) == num_sources:
             return k, v, edge_index, edge_bias
-        full = self.attention_graph(edge_index, num_sources, num_targets)
+        if isinstance(edge_index, PreparedGraph):  # prepared once with the virtual edges, kept on the graph
+            graph, extra = edge_index, k.size(0) - num_sources
+            full = graph.derived(("virtual_sources", extra), lambda: PreparedGraph(
+                self.attention_graph(graph.edge_index, num_sources, num_targets), num_sources + extra, num_targets,
+                block_size=graph.block_size))
+            num_edges, num_full_edges = graph.num_edges, full.num_edges
+        else:
+            full = self.attention_graph(edge_index, num_sources, num_targets)
+            num_edges, num_full_edges = edge_index.size(1), full.size(1)
         if edge_bias is not None:
-            edge_bias = edge_bias.reshape(edge_index.size(1), -1)
-            pad = edge_bias.new_zeros(full.size(1) - edge_index.size(1), edge_bias.size(1))
+            edge_bias = edge_bias.reshape(num_edges, -1)
+            pad = edge_bias.new_zeros(num_full_edges - num_edges, edge_bias.size(1))
             edge_bias = torch.cat([edge_bias, pad])
         return k, v, full, edge_bias
 
@@ -259,7 +268,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         query: Tensor,
         key: Tensor | None,
         value: Tensor | None,
-        edge_index: Tensor,
+        edge_index: Tensor | PreparedGraph,
         edge_bias: Tensor | None = None,
         return_attention_weights: bool = False,
         *,
@@ -272,6 +281,8 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         With a :class:`KeyValueCache`, ``key``/``value`` are only the *new* source nodes: their
         projections are appended to the cache and ``edge_index`` indexes all cached sources
         (a static cache, once filled, is used as it is and ``key``/``value`` may be ``None``).
+        ``edge_index`` may be a :class:`~gnn_transformer.prepared.PreparedGraph` (for T targets
+        and all S sources), which the fast backends reuse; weights are computed only when asked for.
         """
         check_node_features(query, self.embed_dim, "query")
         if cache is not None and cache.static and cache.filled:
@@ -286,22 +297,27 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
                 k, v = cache.append(k, v)
         check_edge_index(edge_index, num_sources=k.size(0), num_targets=query.size(0))
         q = self.project_query(query, query_position)
-        out, weights = self.attend_projected(q, k, v, edge_index, edge_bias)
+        out, weights = self.attend_projected(q, k, v, edge_index, edge_bias, need_weights=return_attention_weights)
         return (out, weights) if return_attention_weights else out
 
-    def attend_projected(self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor,
-                         edge_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Attention on projected q (T, H, C), k, v (S, H, C), then ``out_proj``: (T, E) and weights."""
+    def attend_projected(self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor | PreparedGraph,
+                         edge_bias: Tensor | None = None, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Attention on projected q (T, H, C), k, v (S, H, C), then ``out_proj``: (T, E) and weights.
+
+        The weights (num_edges, H) are ``None`` unless ``need_weights`` (the fast backends
+        compute them in an extra pass).
+        """
         k, v, edge_index, edge_bias = self._add_virtual_sources(k, v, edge_index, edge_bias, q.size(0))
         dropout_p = self.dropout if self.training else 0.0
         if self.backend == "reference":  # this module's own propagate
-            edge_bias = check_edge_bias(edge_bias, edge_index.size(1), self.num_heads, q.dtype)
-            out, weights = self.attend(q, k, v, edge_index, edge_bias, self._scale(), dropout_p)
+            edges = edge_index.edge_index if isinstance(edge_index, PreparedGraph) else edge_index
+            edge_bias = check_edge_bias(edge_bias, edges.size(1), self.num_heads, q.dtype)
+            out, weights = self.attend(q, k, v, edges, edge_bias, self._scale(), dropout_p)
         else:
-            out, weights = graph_attention(
-                q, k, v, edge_index, edge_bias, scale=self._scale(), dropout_p=dropout_p,
-                backend=self.backend, return_attention_weights=True,
-            )
+            result = graph_attention(q, k, v, edge_index, edge_bias, scale=self._scale(), dropout_p=dropout_p,
+                                     backend=self.backend, return_attention_weights=need_weights)
+            out, weights = result if need_weights else (result, None)
+        weights = weights if need_weights else None
         return self.out_proj(out.reshape(q.size(0), -1)), weights  # (T, E), (num_edges, H)
 
     def _scale(self) -> float:
@@ -332,10 +348,11 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=self.num_heads,
             is_causal=is_causal, dtype=query.dtype,
         )
-        out, weights = self.forward_graph(
+        result = self.forward_graph(
             tgt.to_nodes(query), src.to_nodes(key), src.to_nodes(value), edge_index, edge_bias,
-            return_attention_weights=True,
+            return_attention_weights=need_weights,
         )
+        out, weights = result if need_weights else (result, None)
         out = tgt.to_dense(out)
         if not need_weights:
             return out, None

@@ -16,9 +16,28 @@ message :math:`\alpha_{ij} v_j`; each target sums its messages.
 A target with no incoming edge (or whose edges all have bias ``-inf`` for a head)
 receives a zero output for that head, as ``torch.nn.functional.scaled_dot_product_attention``
 returns for a fully masked row.
+
+Backends (``backend=``), all exact, all checked against ``"reference"``:
+
+* ``"reference"`` -- PyG message passing (:class:`GraphAttentionPropagation`): the literal
+  definition; keeps (num_edges, H, C) tensors for backward.
+* ``"chunked"`` -- chunks of target nodes in torch (:mod:`gnn_transformer.chunked`): no
+  per-edge, per-feature tensor for the whole graph; for CPU, runs on any device.
+* ``"fused"`` -- Triton kernels on block-sparse tiles (:mod:`gnn_transformer.kernels`):
+  online softmax, backward by recomputation, nothing per edge kept; CUDA (or Triton's
+  interpreter).  Needs each edge at most once.
+* ``"auto"`` -- :func:`select_backend`: ``"fused"`` for CUDA tensors in float16, bfloat16
+  or float32 when Triton is installed and the graph repeats no edge; ``"chunked"`` otherwise.
+
+The fast backends run on a :class:`~gnn_transformer.prepared.PreparedGraph`; given a plain
+``edge_index`` they prepare it on every call, so pass a prepared graph to pay once.  Their
+attention weights (``return_attention_weights=True``) come from a second pass that
+recomputes them from the saved log-sum-exp: exact, but detached from autograd (use
+``"reference"`` to differentiate through the weights).
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Callable
 
@@ -29,8 +48,13 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from ._validation import check_attention_inputs
+from .chunked import chunked_graph_attention
+from .prepared import PreparedGraph
 
-__all__ = ["graph_attention", "edge_softmax", "GraphAttentionPropagation", "available_backends"]
+__all__ = ["graph_attention", "edge_softmax", "GraphAttentionPropagation", "available_backends", "select_backend"]
+
+TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def edge_softmax(score: Tensor, index: Tensor, num_targets: int) -> Tensor:
@@ -97,23 +121,55 @@ class GraphAttentionPropagation(MessagePassing):
 _REFERENCE = GraphAttentionPropagation()
 
 
-def _reference_backend(q, k, v, edge_index, edge_bias, scale, dropout_p, need_weights):
+def _reference_backend(q, k, v, graph, edge_bias, scale, dropout_p, need_weights):
+    edge_index = graph.edge_index if isinstance(graph, PreparedGraph) else graph
     return _REFERENCE.attend(q, k, v, edge_index, edge_bias, scale, dropout_p)
 
 
-_BACKENDS: dict[str, Callable] = {"reference": _reference_backend}
+def _fused_backend(q, k, v, graph, edge_bias, scale, dropout_p, need_weights):
+    from .kernels import fused_graph_attention  # imports Triton and defines the kernels on first use
+
+    return fused_graph_attention(q, k, v, graph, edge_bias, scale, dropout_p, need_weights)
+
+
+_BACKENDS: dict[str, Callable] = {"reference": _reference_backend, "chunked": chunked_graph_attention}
+if TRITON_AVAILABLE:
+    _BACKENDS["fused"] = _fused_backend
 
 
 def available_backends() -> list[str]:
     """Names accepted by ``graph_attention(..., backend=...)`` in this installation."""
-    return sorted(_BACKENDS)
+    return sorted([*_BACKENDS, "auto"])
+
+
+def check_backend(backend: str) -> str:
+    """Return ``backend`` if this installation runs it; else raise an error that says what to do."""
+    if backend == "fused" and "fused" not in _BACKENDS:
+        raise ImportError("backend='fused' runs Triton kernels, but Triton is not installed: "
+                          "pip install 'gnn-transformer[gpu]' (Linux x86-64), or use backend='chunked' or 'auto'")
+    if backend not in available_backends():
+        raise ValueError(f"unknown backend {backend!r}; available: {available_backends()}")
+    return backend
+
+
+def select_backend(q: Tensor, graph: PreparedGraph) -> str:
+    """The rule of ``backend="auto"``.
+
+    ``"fused"`` when ``q`` is a CUDA tensor in float16, bfloat16 or float32, Triton is
+    installed and no edge occurs twice (the fused tiles are bitmasks); ``"chunked"``
+    otherwise (CPU tensors, float64, graphs with repeated edges, no Triton).  The
+    ``"reference"`` path is never chosen automatically: it is the definition, not a fast path.
+    """
+    if q.is_cuda and q.dtype in FUSED_DTYPES and "fused" in _BACKENDS and not graph.has_duplicates:
+        return "fused"
+    return "chunked"
 
 
 def graph_attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    edge_index: Tensor,
+    edge_index: Tensor | PreparedGraph,
     edge_bias: Tensor | None = None,
     *,
     scale: float | None = None,
@@ -129,17 +185,19 @@ def graph_attention(
         q: queries of the targets, (T, H, C).
         k: keys of the sources, (S, H, C).
         v: values of the sources, (S, H, Cv).
-        edge_index: (2, num_edges), row 0 = source j, row 1 = target i.
+        edge_index: (2, num_edges), row 0 = source j, row 1 = target i; or a
+            :class:`~gnn_transformer.prepared.PreparedGraph` of it (for ``T`` targets and
+            ``S`` sources), which the fast backends reuse across calls.
         edge_bias: additive per-edge score bias, (num_edges, H), or (num_edges, 1) /
             (num_edges,) for one bias shared by all heads.  ``-inf`` removes the edge
             for that head.
         scale: score scale; default ``1 / sqrt(C)``.
         dropout_p: dropout probability on the attention weights (applied whenever > 0,
             as in ``F.scaled_dot_product_attention``; modules pass 0 in eval mode).
-        backend: ``"reference"`` (PyG message passing, always available); see
-            :func:`available_backends`.
+        backend: ``"reference"`` (PyG message passing), ``"chunked"``, ``"fused"`` or
+            ``"auto"`` (see the module docstring and :func:`select_backend`).
         return_attention_weights: also return the per-edge, per-head weights
-            (after dropout, as torch returns them).
+            (after dropout, as torch returns them; detached for the fast backends).
 
     Returns:
         out of shape (T, H, Cv), and weights of shape (num_edges, H) if requested.
@@ -151,9 +209,13 @@ def graph_attention(
         >>> out.shape
         torch.Size([3, 2, 4])
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; available: {available_backends()}")
+    backend = check_backend(backend)
     edge_bias = check_attention_inputs(q, k, v, edge_index, edge_bias)
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
-    out, weights = _BACKENDS[backend](q, k, v, edge_index, edge_bias, scale, dropout_p, return_attention_weights)
+    graph = edge_index
+    if backend != "reference" and not isinstance(graph, PreparedGraph):
+        graph = PreparedGraph(graph, k.size(0), q.size(0))  # paid on every call: pass a PreparedGraph to pay once
+    if backend == "auto":
+        backend = select_backend(q, graph)
+    out, weights = _BACKENDS[backend](q, k, v, graph, edge_bias, scale, dropout_p, return_attention_weights)
     return (out, weights) if return_attention_weights else out

@@ -47,6 +47,16 @@ def resolve_activation(activation: Activation) -> Callable[[Tensor], Tensor]:
     return activation
 
 
+def with_weights(result, need_weights: bool) -> tuple:
+    """(output, weights) from a graph-native call made with ``return_attention_weights=need_weights``."""
+    return result if need_weights else (result, None)
+
+
+def _attend(attention: GraphMultiheadAttention, *args, need_weights: bool, **kwargs):
+    """(output, weights) of a graph-native attention call; weights are ``None`` (not computed) unless needed."""
+    return with_weights(attention.forward_graph(*args, need_weights, **kwargs), need_weights)
+
+
 def _layer_config(module) -> dict:
     """Constructor arguments shared by torch's and this library's encoder and decoder layers."""
     return dict(
@@ -167,9 +177,9 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout2(self.linear2(self.dropout(_feed_forward(self, x))))
 
-    def _sa_block(self, x, edge_index, edge_bias, position, cache):
-        out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, True, query_position=position,
-                                                    key_position=position, cache=cache)
+    def _sa_block(self, x, edge_index, edge_bias, position, cache, need_weights):
+        out, weights = _attend(self.self_attn, x, x, x, edge_index, edge_bias, need_weights=need_weights,
+                               query_position=position, key_position=position, cache=cache)
         return self.dropout1(out), weights
 
     def forward(self, *args, **kwargs):
@@ -188,11 +198,12 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
         """
         check_node_features(x, self.self_attn.embed_dim, "x")
         if self.norm_first:
-            attended, weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, cache)
+            attended, weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, cache,
+                                               return_attention_weights)
             x = x + attended
             x = x + self._ff_block(self.norm2(x))
         else:
-            attended, weights = self._sa_block(x, edge_index, edge_bias, position, cache)
+            attended, weights = self._sa_block(x, edge_index, edge_bias, position, cache, return_attention_weights)
             x = self.norm1(x + attended)
             x = self.norm2(x + self._ff_block(x))
         return (x, weights) if return_attention_weights else x
@@ -280,16 +291,14 @@ class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout3(self.linear2(self.dropout(_feed_forward(self, x))))
 
-    def _sa_block(self, x, edge_index, edge_bias, position, cache):
-        out, weights = self.self_attn.forward_graph(x, x, x, edge_index, edge_bias, True, query_position=position,
-                                                    key_position=position, cache=cache)
+    def _sa_block(self, x, edge_index, edge_bias, position, cache, need_weights):
+        out, weights = _attend(self.self_attn, x, x, x, edge_index, edge_bias, need_weights=need_weights,
+                               query_position=position, key_position=position, cache=cache)
         return self.dropout1(out), weights
 
-    def _mha_block(self, x, memory, edge_index, edge_bias, position, memory_position, cache):
-        out, weights = self.multihead_attn.forward_graph(
-            x, memory, memory, edge_index, edge_bias, True, query_position=position, key_position=memory_position,
-            cache=cache,
-        )
+    def _mha_block(self, x, memory, edge_index, edge_bias, position, memory_position, cache, need_weights):
+        out, weights = _attend(self.multihead_attn, x, memory, memory, edge_index, edge_bias, need_weights=need_weights,
+                               query_position=position, key_position=memory_position, cache=cache)
         return self.dropout2(out), weights
 
     def forward(self, *args, **kwargs):
@@ -315,17 +324,19 @@ class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
         cache = cache or {}
         self_cache, cross_cache = cache.get("self"), cache.get("cross")
         if self.norm_first:
-            attended, self_weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, self_cache)
+            attended, self_weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, self_cache,
+                                                    return_attention_weights)
             x = x + attended
             attended, cross_weights = self._mha_block(self.norm2(x), memory, cross_edge_index, cross_edge_bias,
-                                                      position, memory_position, cross_cache)
+                                                      position, memory_position, cross_cache, return_attention_weights)
             x = x + attended
             x = x + self._ff_block(self.norm3(x))
         else:
-            attended, self_weights = self._sa_block(x, edge_index, edge_bias, position, self_cache)
+            attended, self_weights = self._sa_block(x, edge_index, edge_bias, position, self_cache,
+                                                    return_attention_weights)
             x = self.norm1(x + attended)
             attended, cross_weights = self._mha_block(x, memory, cross_edge_index, cross_edge_bias, position,
-                                                      memory_position, cross_cache)
+                                                      memory_position, cross_cache, return_attention_weights)
             x = self.norm2(x + attended)
             x = self.norm3(x + self._ff_block(x))
         if return_attention_weights:

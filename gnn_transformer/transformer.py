@@ -18,7 +18,8 @@ from torch.nn.init import xavier_uniform_
 from ._dispatch import is_graph_call
 from .convert import TorchCounterpart, _factory
 from .dense import DenseLayout, dense_graph
-from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer, decoder_graphs
+from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer, decoder_graphs, with_weights
+from .prepared import PreparedGraph
 
 __all__ = ["GraphTransformerEncoder", "GraphTransformerDecoder", "GraphTransformer"]
 
@@ -30,6 +31,24 @@ def per_layer(value: Any, num_layers: int, name: str) -> list:
             raise ValueError(f"{name} is a list of {len(value)} entries but the stack has {num_layers} layers")
         return list(value)
     return [value] * num_layers
+
+
+def prepare_once(graph: Any, attention, num_sources: int, num_targets: int) -> Any:
+    """Prepare a plain edge index (or each distinct one of a per-layer list) once for all layers.
+
+    The reference backend runs on the plain edge index and is given it unchanged.
+    """
+    if attention.backend == "reference":
+        return graph
+    if isinstance(graph, (list, tuple)):
+        prepared: dict[int, Any] = {}
+        for item in graph:
+            if id(item) not in prepared:
+                prepared[id(item)] = prepare_once(item, attention, num_sources, num_targets)
+        return [prepared[id(item)] for item in graph]
+    if isinstance(graph, Tensor):
+        return PreparedGraph(graph, num_sources, num_targets)
+    return graph
 
 
 def _clones(layer: nn.Module, num_layers: int, expected: type, name: str) -> nn.ModuleList:
@@ -111,13 +130,16 @@ class GraphTransformerEncoder(_Stack):
         ``position`` (N,) feeds each attention's ``qk_transform``; ``cache`` holds one
         :class:`KeyValueCache` per layer for incremental decoding.
         """
+        if cache is None:  # with a cache the edges index cached nodes as well: each layer prepares its call
+            edge_index = prepare_once(edge_index, self.layers[0].self_attn, x.size(0), x.size(0))
         edges = per_layer(edge_index, self.num_layers, "edge_index")
         biases = per_layer(edge_bias, self.num_layers, "edge_bias")
         caches = per_layer(cache, self.num_layers, "cache")
         weights = []
         for layer, layer_edges, layer_bias, layer_cache in zip(self.layers, edges, biases, caches):
-            x, layer_weights = layer.forward_graph(x, layer_edges, layer_bias, True, position=position,
-                                                   cache=layer_cache)
+            x, layer_weights = with_weights(layer.forward_graph(x, layer_edges, layer_bias, return_attention_weights,
+                                                                 position=position, cache=layer_cache),
+                                             return_attention_weights)
             weights.append(layer_weights)
         if self.norm is not None:
             x = self.norm(x)
@@ -171,14 +193,18 @@ class GraphTransformerDecoder(_Stack):
         per layer for incremental decoding.
         """
         n = self.num_layers
+        if cache is None:  # one preparation of each graph for all layers
+            attention = self.layers[0].self_attn
+            edge_index = prepare_once(edge_index, attention, x.size(0), x.size(0))
+            cross_edge_index = prepare_once(cross_edge_index, attention, memory.size(0), x.size(0))
         graphs = zip(per_layer(edge_index, n, "edge_index"), per_layer(cross_edge_index, n, "cross_edge_index"),
                      per_layer(edge_bias, n, "edge_bias"), per_layer(cross_edge_bias, n, "cross_edge_bias"),
                      per_layer(cache, n, "cache"))
         weights = []
         for layer, (edges, cross_edges, bias, cross_bias, layer_cache) in zip(self.layers, graphs):
-            x, layer_weights = layer.forward_graph(x, memory, edges, cross_edges, bias, cross_bias, True,
-                                                   position=position, memory_position=memory_position,
-                                                   cache=layer_cache)
+            x, layer_weights = with_weights(layer.forward_graph(
+                x, memory, edges, cross_edges, bias, cross_bias, return_attention_weights, position=position,
+                memory_position=memory_position, cache=layer_cache), return_attention_weights)
             weights.append(layer_weights)
         if self.norm is not None:
             x = self.norm(x)
@@ -302,11 +328,12 @@ class GraphTransformer(nn.Module, TorchCounterpart):
 
         ``src_position``/``tgt_position`` feed the attentions' ``qk_transform`` (if any).
         """
-        memory, encoder_weights = self.encoder.forward_graph(src, src_edge_index, src_edge_bias, True,
-                                                             position=src_position)
-        out, decoder_weights = self.decoder.forward_graph(tgt, memory, tgt_edge_index, cross_edge_index,
-                                                          tgt_edge_bias, cross_edge_bias, True, position=tgt_position,
-                                                          memory_position=src_position)
+        memory, encoder_weights = with_weights(self.encoder.forward_graph(
+            src, src_edge_index, src_edge_bias, return_attention_weights, position=src_position),
+            return_attention_weights)
+        out, decoder_weights = with_weights(self.decoder.forward_graph(
+            tgt, memory, tgt_edge_index, cross_edge_index, tgt_edge_bias, cross_edge_bias, return_attention_weights,
+            position=tgt_position, memory_position=src_position), return_attention_weights)
         if return_attention_weights:
             return out, {"encoder": encoder_weights, "decoder": decoder_weights}
         return out

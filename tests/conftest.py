@@ -10,6 +10,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CUDA = torch.cuda.is_available()
 
+# Without a GPU the fused backend's Triton kernels run on CPU tensors through Triton's
+# interpreter.  Triton reads the variable when the kernels are defined, which happens when
+# the backend is first used (gnn_transformer.kernels is imported lazily), i.e. after this.
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")

@@ -10,6 +10,7 @@ with ``tol = 1e-10`` in float64 and ``1e-5`` in float32 (:func:`default_toleranc
 Comparisons run torch inside :func:`torch_reference_mode` so that torch takes one
 fixed, exact code path.
 """
+from .backends import GraphCase, compare_backend, graph_cases
 from .parity import (
     ParityReport,
     assert_matches_torch,
@@ -22,12 +23,15 @@ from .parity import (
 )
 
 __all__ = [
+    "GraphCase",
     "ParityReport",
     "assert_matches_torch",
     "assert_permutation_equivariant",
+    "compare_backend",
     "compare_functions",
     "compare_with_torch",
     "default_tolerance",
+    "graph_cases",
     "relative_difference",
     "torch_reference_mode",
 ]
