@@ -97,14 +97,16 @@ def save(figure_or_ax, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
-def _token_positions(num_nodes: int, layout: str, graph, grid: tuple[int, int] | None, text_length: int) -> dict:
+def _token_positions(num_nodes: int, layout: str, graph, grid: tuple[int, int] | None, text_length: int,
+                     center: Sequence[int] = ()) -> dict:
     """Node -> (x, y) for the layouts of :func:`draw_token_graph`."""
     import networkx as nx
 
     if layout == "line":
         return {k: (float(k), 0.0) for k in range(num_nodes)}
     if layout == "circle":
-        return nx.circular_layout(graph)
+        ring = nx.circular_layout(graph.subgraph([k for k in range(num_nodes) if k not in set(center)]))
+        return {**ring, **{k: (0.0, 0.0) for k in center}}
     if layout == "spring":
         return nx.spring_layout(graph, seed=0)
     if layout == "grid":
@@ -119,7 +121,8 @@ def _token_positions(num_nodes: int, layout: str, graph, grid: tuple[int, int] |
 
 def draw_token_graph(edge_index: Tensor, num_nodes: int, weights: Tensor | None = None, *,
                      labels: Sequence[str] | None = None, head: int | None = None, layout: str = "line",
-                     grid: tuple[int, int] | None = None, text_length: int = 0, self_loops: bool = False,
+                     grid: tuple[int, int] | None = None, text_length: int = 0, center: Sequence[int] = (),
+                     self_loops: bool = False,
                      min_weight: float = 0.0, ax=None, title: str | None = None, cmap: str = "viridis"):
     """Draw a token graph, or one layer's attention, with networkx.
 
@@ -127,8 +130,9 @@ def draw_token_graph(edge_index: Tensor, num_nodes: int, weights: Tensor | None 
     (num_edges, H); ``head`` picks one, else the mean) the arrow's width and colour show the
     weight, and edges below ``min_weight`` times the largest are left out.  Layouts:
     ``"line"`` (tokens in reading order, edges as arcs: to later tokens above, to earlier
-    ones below), ``"circle"``, ``"spring"``, ``"grid"`` (image tokens in their ``grid``
-    after ``text_length`` text tokens).  Self-loops are hidden unless ``self_loops``.
+    ones below), ``"circle"`` (the ``center`` nodes, such as a star's relay, in the middle),
+    ``"spring"``, ``"grid"`` (image tokens in their ``grid`` after ``text_length`` text
+    tokens).  Self-loops are hidden unless ``self_loops``.
     """
     import networkx as nx
 
@@ -141,7 +145,7 @@ def draw_token_graph(edge_index: Tensor, num_nodes: int, weights: Tensor | None 
     if ax is None:
         wide = layout == "line"
         _, ax = plt.subplots(figsize=(max(6.0, 0.45 * num_nodes), 3.2) if wide else (6, 6))
-    position = _token_positions(num_nodes, layout, graph, grid, text_length)
+    position = _token_positions(num_nodes, layout, graph, grid, text_length, center)
     edges = list(graph.edges(data="weight"))
     peak = max((w for _, _, w in edges if w is not None), default=1.0) or 1.0
     if weights is not None:

@@ -18,9 +18,9 @@ def test_complexity_prints_table_1_and_writes_plots(tmp_path, capsys):
 
 def test_rank_collapse_prints_residuals_and_writes_plots(tmp_path, capsys):
     assert main(["experiment", "rank-collapse", "--depth", "3", "--n", "8", "--sequences", "2", "--d-model", "16",
-                 "--no-progress", "--out", str(tmp_path)]) == 0
+                 "--no-progress", "--out", str(tmp_path), "--formats", "png"]) == 0
     out = capsys.readouterr().out
     assert "attention + skip" in out and "transformer layer" in out and "L=3" in out
-    assert (tmp_path / "rank_collapse.png").stat().st_size > 1000
+    assert (tmp_path / "rank_collapse.png").stat().st_size > 1000 and not (tmp_path / "rank_collapse.svg").exists()
     with pytest.raises(SystemExit, match="not divisible"):
         main(["experiment", "rank-collapse", "--d-model", "10", "--nhead", "4"])

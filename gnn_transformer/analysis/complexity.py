@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .. import graphs, patterns
+from ._table import format_columns
 from .paths import max_path_length
 
 __all__ = ["ComplexityRow", "LayerSpec", "table_1_layers", "complexity_table", "format_complexity_table",
@@ -157,13 +158,6 @@ def growth_exponent(rows: Sequence[ComplexityRow], field: str) -> float:
     return float((x * y).sum() / (x * x).sum()) if float((x * x).sum()) > 0 else 0.0
 
 
-def _columns(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def format_complexity_table(rows: Sequence[ComplexityRow], d_model: int | None = None) -> str:
     """Two tables: every layer at the largest n next to the paper's Table 1, with the measured
     growth exponents over all n; then the maximum path length at every n."""
@@ -185,4 +179,4 @@ def format_complexity_table(rows: Sequence[ComplexityRow], d_model: int | None =
     path_header = ["max path length", *[f"n={n}" for n in lengths]]
     path_body = [[layer, *[str(next(r.max_path_length for r in group if r.n == n)) for n in lengths]]
                  for layer, group in by_layer.items()]
-    return first + _columns(header, body) + "\n\n" + _columns(path_header, path_body)
+    return first + format_columns(header, body) + "\n\n" + format_columns(path_header, path_body)

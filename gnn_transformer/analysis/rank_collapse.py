@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import graphs, patterns
 from ..attention import GraphMultiheadAttention
+from ._table import format_columns
 
 __all__ = ["relative_residual", "CollapseBlock", "ARCHITECTURES", "default_graphs", "RankCollapseResult",
            "rank_collapse", "format_rank_collapse"]
@@ -185,7 +186,4 @@ def format_rank_collapse(result: RankCollapseResult, layers: Sequence[int] | Non
     header = ["architecture", "graph", *[f"L={l}" for l in layers]]
     body = [[architecture, graph, *[f"{float(result.mean(architecture, graph)[l]):.1e}" for l in layers]]
             for architecture, by_graph in result.residuals.items() for graph in by_graph]
-    widths = [max(len(row[c]) for row in [header, *body]) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"mean relative residual res(X) ({result.norm} norm) after L layers\n" + "\n".join(lines)
+    return f"mean relative residual res(X) ({result.norm} norm) after L layers\n" + format_columns(header, body)

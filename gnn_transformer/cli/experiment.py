@@ -43,11 +43,14 @@ def add_parser(subparsers) -> None:
     collapse.set_defaults(func=run_rank_collapse)
 
     for sub in (complexity, collapse):
-        sub.add_argument("--out", type=Path, help="folder for the plot (PNG and SVG) and the table (.txt)")
+        sub.add_argument("--out", type=Path, help="folder for the plot and the table (.txt)")
+        sub.add_argument("--formats", nargs="+", choices=("png", "svg"), default=["png", "svg"],
+                         help="picture formats written to --out")
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _write(out: Path | None, name: str, table: str, figure_fn) -> None:
+def _write(args: argparse.Namespace, name: str, table: str, figure_fn) -> None:
+    out = args.out
     if out is None:
         return
     import matplotlib
@@ -57,9 +60,10 @@ def _write(out: Path | None, name: str, table: str, figure_fn) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.txt").write_text(table + "\n")
-    for suffix in ("png", "svg"):
-        viz.save(figure_fn(), out / f"{name}.{suffix}")
-    print(f"\nwrote {out / name}.txt, {out / name}.png, {out / name}.svg")
+    written = [out / f"{name}.txt"]
+    for suffix in args.formats:
+        written.append(viz.save(figure_fn(), out / f"{name}.{suffix}"))
+    print("\nwrote " + ", ".join(str(path) for path in written))
 
 
 def run_complexity(args: argparse.Namespace) -> int:
@@ -71,7 +75,7 @@ def run_complexity(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
     table = format_complexity_table(rows, args.d_model)
     print(table)
-    _write(args.out, "complexity", table, lambda: plot_complexity(rows))
+    _write(args, "complexity", table, lambda: plot_complexity(rows))
     return 0
 
 
@@ -86,5 +90,5 @@ def run_rank_collapse(args: argparse.Namespace) -> int:
                            seed=args.seed, progress=not args.no_progress)
     table = format_rank_collapse(result)
     print(table)
-    _write(args.out, "rank_collapse", table, lambda: plot_rank_collapse(result))
+    _write(args, "rank_collapse", table, lambda: plot_rank_collapse(result))
     return 0

@@ -19,6 +19,7 @@ class Pattern:
     layout: str = "line"
     grid: tuple[int, int] | None = None
     text_length: int = 0
+    center: tuple[int, ...] = ()
 
 
 def _build(args: argparse.Namespace) -> Pattern:
@@ -41,7 +42,8 @@ def _build(args: argparse.Namespace) -> Pattern:
                                                     args.seed, causal), sum(lengths)),
         "block": lambda: Pattern(patterns.block_local(lengths, args.block_size, causal), sum(lengths)),
         "strided": lambda: Pattern(patterns.strided(lengths, args.stride, args.part, causal), sum(lengths)),
-        "star": lambda: Pattern(patterns.star(lengths, causal), sum(lengths) + args.batch, layout="circle"),
+        "star": lambda: Pattern(patterns.star(lengths, causal), sum(lengths) + args.batch, layout="circle",
+                                center=(args.n,) if args.batch == 1 else ()),
         "chain": lambda: Pattern(patterns.chain(lengths), sum(lengths)),
         "convolution": lambda: Pattern(patterns.convolution(lengths, args.kernel_size, args.dilation,
                                                             causal=causal), sum(lengths)),
@@ -130,6 +132,6 @@ def draw(pattern: Pattern, name: str, layout: str | None, out: Path) -> Path:
     viz.plot_adjacency(pattern.edge_index, pattern.num_nodes, ax=left,
                        title=f"{name}: {pattern.edge_index.size(1)} edges")
     viz.draw_token_graph(pattern.edge_index, pattern.num_nodes, layout=layout, grid=pattern.grid,
-                         text_length=pattern.text_length, ax=right, title="key -> query")
+                         text_length=pattern.text_length, center=pattern.center, ax=right, title="key -> query")
     figure.tight_layout()
     return viz.save(figure, out)

@@ -28,40 +28,10 @@ builder                 pattern                               edges per query
 Stacks and models take one edge set for all layers or a list with one per layer
 (for example ``[strided(lengths, 4, part="local"), strided(lengths, 4, part="strided")] * 3``).
 """
+from . import grid, sequence, user
 from ._build import restrict_causal, union
-from .grid import grid_columns, grid_lengths, grid_rows, grid_window
-from .sequence import (
-    bigbird,
-    block_local,
-    chain,
-    convolution,
-    dilated_window,
-    global_tokens,
-    sliding_window,
-    star,
-    star_lengths,
-    strided,
-)
-from .user import disjoint_union, from_networkx, from_pyg
+from .grid import *  # noqa: F401,F403 -- each module lists its builders in __all__
+from .sequence import *  # noqa: F401,F403
+from .user import *  # noqa: F401,F403
 
-__all__ = [
-    "sliding_window",
-    "dilated_window",
-    "global_tokens",
-    "bigbird",
-    "block_local",
-    "strided",
-    "star",
-    "star_lengths",
-    "grid_rows",
-    "grid_columns",
-    "grid_window",
-    "grid_lengths",
-    "chain",
-    "convolution",
-    "from_networkx",
-    "from_pyg",
-    "disjoint_union",
-    "union",
-    "restrict_causal",
-]
+__all__ = [*sequence.__all__, *grid.__all__, *user.__all__, "union", "restrict_causal"]

@@ -22,6 +22,7 @@ __all__ = [
     "block_local",
     "strided",
     "star",
+    "star_lengths",
     "chain",
     "convolution",
 ]
