@@ -121,6 +121,8 @@ def test_distance_biases():
     assert fixed[:4].tolist() == [[-0.0, -0.0], [-1 / 16, -1 / 256], [-3 / 16, -3 / 256], [-12 / 16, -12 / 256]]
     assert torch.isinf(fixed[4]).all()
     assert distance_bias(distance, 2, unreachable=-100.0)[4].tolist() == [-100.0, -100.0]
+    with pytest.raises(ValueError, match="max_distance must be non-negative"):
+        GraphDistanceBias(2, max_distance=-1)
 
 
 def bias_and_dense_mask(kind, edge_index, n, heads):

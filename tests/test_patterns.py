@@ -148,6 +148,12 @@ def test_from_networkx_and_pyg():
         patterns.from_pyg(Data(edge_index=torch.tensor([[5], [0]]), num_nodes=3))
     with pytest.raises(TypeError, match="networkx Graph"):
         patterns.from_networkx([[0, 1]])
+    union = patterns.disjoint_union([torch.tensor([[1], [0]]), torch.tensor([[0], [0]])], [2, 1], add_self_loops=True)
+    assert union.tolist() == [[0, 1, 1, 2], [0, 0, 1, 2]]
+    with pytest.raises(ValueError, match="2 edge sets but 1 node counts"):
+        patterns.disjoint_union([torch.tensor([[1], [0]])] * 2, [2])
+    with pytest.raises(ValueError, match="edge set 0 refers to source node 1"):
+        patterns.disjoint_union([torch.tensor([[1], [0]])], [1])
 
 
 def test_union_and_restrict_causal():

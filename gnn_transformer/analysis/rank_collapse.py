@@ -168,8 +168,9 @@ def rank_collapse(graphs_by_name: dict[str, Callable] | None = None, architectur
     jobs = [(a, g) for a in architectures for g in graphs_by_name]
     for architecture, graph_name in tqdm(jobs, desc="rank collapse", disable=not progress):
         skip, mlp, layer_norm = ARCHITECTURES[architecture]
-        torch.manual_seed(seed)
-        blocks = [CollapseBlock(d_model, nhead, skip, mlp, layer_norm, dtype=dtype) for _ in range(depth)]
+        with torch.random.fork_rng(devices=[]):  # the same weights for every graph, the caller's RNG untouched
+            torch.manual_seed(seed)
+            blocks = [CollapseBlock(d_model, nhead, skip, mlp, layer_norm, dtype=dtype) for _ in range(depth)]
         edge_index = graphs_by_name[graph_name](lengths)
         x, residuals = x0, [relative_residual(x0, lengths, norm)]
         for block in blocks:
