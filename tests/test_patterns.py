@@ -198,14 +198,15 @@ def dense_mask(edge_index, n):
     return graphs.edges_to_mask(edge_index, n, n)  # (N, N) True = blocked
 
 
-@pytest.mark.parametrize("name", [*ALL, "star", "grid rows", "grid window", "networkx"])
+@pytest.mark.parametrize("name", [*ALL, "star", "grid rows", "grid columns", "grid window", "networkx"])
 def test_every_pattern_equals_dense_attention_under_its_mask(name):
     lengths = [7, 3, 9]
     if name == "star":
         edge_index, n = patterns.star(lengths), int(patterns.star_lengths(lengths).sum())
     elif name.startswith("grid"):
         grid = [(2, 3), (3, 3)]
-        build = patterns.grid_rows if name == "grid rows" else patterns.grid_window
+        build = {"grid rows": patterns.grid_rows, "grid columns": patterns.grid_columns,
+                 "grid window": patterns.grid_window}[name]
         edge_index, n = build(grid, text_length=2, causal=True), int(patterns.grid_lengths(grid, 2).sum())
     elif name == "networkx":
         edge_index, n = patterns.from_networkx(nx.petersen_graph(), add_self_loops=True), 10
