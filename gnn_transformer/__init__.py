@@ -67,6 +67,7 @@ nested tensors) off, because torch's fused kernels differ from its math path by 
 1e-5 in float32 gradients; an unpinned comparison would measure torch, not us.
 """
 from . import functional, graphs
+from . import analysis, patterns  # the graph-view lab
 from .attention import GraphMultiheadAttention
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
 from .functional import available_backends, graph_attention, select_backend
@@ -80,6 +81,8 @@ __version__ = "0.1.0"
 __all__ = [
     "graphs",
     "functional",
+    "patterns",
+    "analysis",
     "graph_attention",
     "available_backends",
     "select_backend",

@@ -11,6 +11,11 @@ complete or causal graph it equals the dense float mask with the same entries.
   (:class:`RelativePositionBias`, computed once and shared by all layers).
 * ALiBi (arXiv:2108.12409): a fixed, head-specific linear penalty
   :math:`-m_h\,|p_i - p_j|` (:func:`alibi_slopes`, :func:`alibi_bias`).
+* Graph distances: the hop distance :math:`d(j, i)` between the two tokens of an edge in a
+  user graph (a parse tree, a molecule; :func:`graph_distance`), as a learned bias per
+  distance and head (Graphormer's spatial encoding, arXiv:2106.05234;
+  :class:`GraphDistanceBias`) or as a fixed penalty :math:`-m_h\, d(j, i)`
+  (:func:`distance_bias`).
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["relative_position", "t5_bucket", "RelativePositionBias", "alibi_slopes", "alibi_bias"]
+__all__ = ["relative_position", "t5_bucket", "RelativePositionBias", "alibi_slopes", "alibi_bias", "graph_distance",
+           "GraphDistanceBias", "distance_bias"]
 
 
 def relative_position(edge_index: Tensor, query_position: Tensor, key_position: Tensor | None = None) -> Tensor:
@@ -114,3 +120,63 @@ def alibi_bias(edge_index: Tensor, query_position: Tensor, key_position: Tensor 
     slopes = alibi_slopes(num_heads) if slopes is None else slopes
     distance = relative_position(edge_index, query_position, key_position).abs()  # (num_edges,)
     return -distance.unsqueeze(-1).to(slopes.dtype) * slopes.to(distance.device)  # (num_edges, H)
+
+
+def graph_distance(edge_index: Tensor, graph: Tensor, num_nodes: int, directed: bool = False,
+                   max_distance: int | None = None) -> Tensor:
+    r"""Hop distance in ``graph`` between the two tokens of every attention edge: (num_edges,) int64.
+
+    The attention runs on ``edge_index``; ``graph`` (2, num_graph_edges) is another graph on
+    the same ``num_nodes`` tokens (from :func:`gnn_transformer.patterns.from_networkx`, say).
+    Entry :math:`e` for the edge :math:`j \to i` is the fewest ``graph`` edges on a path from
+    :math:`j` to :math:`i` (either way round unless ``directed``), ``-1`` where none exists
+    (or none of at most ``max_distance`` edges).  Costs an (N, N) breadth-first search.
+    """
+    from .analysis.paths import shortest_path_lengths
+
+    if not directed:
+        graph = torch.cat([graph, graph.flip(0)], dim=1)
+    distance = shortest_path_lengths(graph, num_nodes, max_distance)  # (N, N): [i, j] = d(j -> i)
+    return distance[edge_index[1], edge_index[0]]
+
+
+class GraphDistanceBias(nn.Module):
+    r"""Learned bias per (graph distance, head), Graphormer's spatial encoding.
+
+    .. math::
+
+        b_{ij}^h = B[\min(d(j, i), D), h], \qquad b_{ij}^h = B[D + 1, h] \text{ when no path joins them}
+
+    Args:
+        num_heads: H.
+        max_distance: D; longer distances share the bucket of D.
+
+    Shapes: distance (num_edges,) int from :func:`graph_distance` -> (num_edges, H).
+    """
+
+    def __init__(self, num_heads: int, max_distance: int = 8, device=None, dtype=None) -> None:
+        super().__init__()
+        if max_distance < 0:
+            raise ValueError(f"max_distance must be non-negative, got {max_distance}")
+        self.max_distance = max_distance
+        self.distance_bias = nn.Embedding(max_distance + 2, num_heads, device=device, dtype=dtype)
+
+    def forward(self, distance: Tensor) -> Tensor:
+        bucket = torch.where(distance < 0, self.max_distance + 1, distance.clamp(max=self.max_distance))
+        return self.distance_bias(bucket)  # (num_edges, H)
+
+    def extra_repr(self) -> str:
+        return f"max_distance={self.max_distance}"
+
+
+def distance_bias(distance: Tensor, num_heads: int = 8, slopes: Tensor | None = None,
+                  unreachable: float = float("-inf")) -> Tensor:
+    r"""A fixed bias from graph distances: :math:`-m_h\, d(j, i)` with ALiBi's slopes, (num_edges, H).
+
+    Edges whose tokens no path joins (distance ``-1``) get ``unreachable``: ``-inf`` (the
+    default) removes them from the attention.
+    """
+    slopes = alibi_slopes(num_heads) if slopes is None else slopes
+    slopes = slopes.to(distance.device)
+    bias = -distance.unsqueeze(-1).to(slopes.dtype) * slopes  # (num_edges, H)
+    return bias.masked_fill((distance < 0).unsqueeze(-1), unreachable)

@@ -69,7 +69,9 @@ class GraphTransformerModel(_TokenModel):
     Input: a ``HeteroData`` batch with ``batch['src'].x``/``.position``,
     ``batch['tgt'].x``/``.position`` and the edge types ``('src','to','src')``,
     ``('tgt','to','tgt')``, ``('src','to','tgt')`` (an optional ``edge_bias`` per edge type
-    is used as a per-edge score bias).
+    is used as a per-edge score bias).  An ``edge_index`` or ``edge_bias`` may also be a list
+    with one entry per layer (any pattern of :mod:`gnn_transformer.patterns`); PyG does not
+    collate lists, so set them on the collated batch.
 
     Returns: logits (num_target_tokens, tgt_vocab_size).
 
@@ -196,7 +198,10 @@ class GraphEncoderModel(_SingleStackModel):
 
     Build inputs with ``graphs.sequence_data(tokens, "complete")`` and PyG's ``Batch``.
     Arguments as :class:`GraphTransformerModel` with one ``num_layers``;
-    ``tie_weights`` shares the embedding with the output layer.
+    ``tie_weights`` shares the embedding with the output layer.  Any other graph works
+    too: ``data.edge_index`` (and ``data.edge_bias``) may be one edge set or a list with
+    one per layer, set on the collated batch, e.g.
+    ``batch.edge_index = [patterns.strided(lengths, 4, part=p) for p in ("local", "strided")]``.
     """
 
     graph = "complete"

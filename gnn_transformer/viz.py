@@ -13,7 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["attention_matrix", "plot_attention_heatmap", "draw_bipartite_attention", "save"]
+__all__ = ["attention_matrix", "plot_attention_heatmap", "draw_bipartite_attention", "save", "draw_token_graph",
+           "plot_adjacency", "plot_attention_heads"]
 
 
 def _pyplot():
@@ -94,3 +95,123 @@ def save(figure_or_ax, path: str | Path, dpi: int = 120) -> Path:
     figure.savefig(path, dpi=dpi, bbox_inches="tight")
     _pyplot().close(figure)
     return path
+
+
+def _token_positions(num_nodes: int, layout: str, graph, grid: tuple[int, int] | None, text_length: int,
+                     center: Sequence[int] = ()) -> dict:
+    """Node -> (x, y) for the layouts of :func:`draw_token_graph`."""
+    import networkx as nx
+
+    if layout == "line":
+        return {k: (float(k), 0.0) for k in range(num_nodes)}
+    if layout == "circle":
+        ring = nx.circular_layout(graph.subgraph([k for k in range(num_nodes) if k not in set(center)]))
+        return {**ring, **{k: (0.0, 0.0) for k in center}}
+    if layout == "spring":
+        return nx.spring_layout(graph, seed=0)
+    if layout == "grid":
+        if grid is None:
+            raise ValueError("layout='grid' needs grid=(height, width) of the image tokens")
+        height, width = grid
+        text = {k: (float(k) - text_length, 1.5) for k in range(text_length)}
+        image = {text_length + k: (float(k % width), -float(k // width)) for k in range(height * width)}
+        return {**text, **image}
+    raise ValueError(f"layout must be 'line', 'circle', 'spring' or 'grid', got {layout!r}")
+
+
+def draw_token_graph(edge_index: Tensor, num_nodes: int, weights: Tensor | None = None, *,
+                     labels: Sequence[str] | None = None, head: int | None = None, layout: str = "line",
+                     grid: tuple[int, int] | None = None, text_length: int = 0, center: Sequence[int] = (),
+                     self_loops: bool = False,
+                     min_weight: float = 0.0, ax=None, title: str | None = None, cmap: str = "viridis"):
+    """Draw a token graph, or one layer's attention, with networkx.
+
+    Every edge ``j -> i`` is an arrow from key to query.  With ``weights`` ((num_edges,) or
+    (num_edges, H); ``head`` picks one, else the mean) the arrow's width and colour show the
+    weight, and edges below ``min_weight`` times the largest are left out.  Layouts:
+    ``"line"`` (tokens in reading order, edges as arcs: to later tokens above, to earlier
+    ones below), ``"circle"`` (the ``center`` nodes, such as a star's relay, in the middle),
+    ``"spring"``, ``"grid"`` (image tokens in their ``grid`` after ``text_length`` text
+    tokens).  Self-loops are hidden unless ``self_loops``.
+    """
+    import networkx as nx
+
+    from .analysis.attention_graphs import to_networkx
+
+    plt = _pyplot()
+    graph = to_networkx(edge_index, num_nodes, weights, head=head, labels=labels)
+    if not self_loops:
+        graph.remove_edges_from(list(nx.selfloop_edges(graph)))
+    if ax is None:
+        wide = layout == "line"
+        _, ax = plt.subplots(figsize=(max(6.0, 0.45 * num_nodes), 3.2) if wide else (6, 6))
+    position = _token_positions(num_nodes, layout, graph, grid, text_length, center)
+    edges = list(graph.edges(data="weight"))
+    peak = max((w for _, _, w in edges if w is not None), default=1.0) or 1.0
+    if weights is not None:
+        edges = [(u, v, w) for u, v, w in edges if w >= min_weight * peak]
+    colormap = plt.get_cmap(cmap)
+    if edges:  # rad < 0 bends an arc left of its direction: above for later targets, below for earlier
+        nx.draw_networkx_edges(
+            graph, position, edgelist=[(u, v) for u, v, _ in edges], ax=ax, arrows=True, arrowsize=8,
+            connectionstyle="arc3,rad=-0.35" if layout == "line" else "arc3,rad=0.08", node_size=260,
+            width=[0.6 + 3.0 * w / peak for _, _, w in edges] if weights is not None else 0.8,
+            edge_color=[colormap(w / peak) for _, _, w in edges] if weights is not None else "0.45",
+        )
+    if layout == "line":
+        span = max((abs(v - u) for u, v, _ in edges), default=1)
+        ax.set_ylim(-0.2 * span - 0.6 if any(v < u for u, v, _ in edges) else -0.6,
+                    0.2 * span + 0.6 if any(v > u for u, v, _ in edges) else 0.6)
+    nx.draw_networkx_nodes(graph, position, ax=ax, node_size=260, node_color="white", edgecolors="0.2")
+    names = {k: str(labels[k]) if labels is not None else str(k) for k in range(num_nodes)}
+    nx.draw_networkx_labels(graph, position, labels=names, ax=ax, font_size=7)
+    if weights is not None:
+        mappable = plt.cm.ScalarMappable(cmap=colormap, norm=plt.Normalize(0.0, peak))
+        ax.figure.colorbar(mappable, ax=ax, fraction=0.03, pad=0.02, label="attention weight")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_adjacency(edge_index: Tensor, num_targets: int, num_sources: int | None = None, ax=None,
+                   title: str | None = None, color: str = "tab:blue"):
+    """The pattern as a matrix: a filled cell where query i (row) may attend to key j (column)."""
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import MaxNLocator
+
+    num_sources = num_targets if num_sources is None else num_sources
+    allowed = attention_matrix(edge_index, torch.ones(edge_index.size(1)), num_targets, num_sources)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4 * num_targets / max(num_sources, 1)))
+    ax.imshow(allowed.numpy(), cmap=ListedColormap(["white", color]), vmin=0, vmax=1, interpolation="nearest")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("key j")
+    ax.set_ylabel("query i")
+    ax.set_title(title if title else f"{edge_index.size(1)} edges")
+    return ax
+
+
+def plot_attention_heads(edge_index: Tensor, weights: Tensor, num_targets: int, num_sources: int | None = None,
+                         source_labels: Sequence[str] | None = None, target_labels: Sequence[str] | None = None,
+                         columns: int = 4, title: str | None = None):
+    """One heatmap per head of per-edge weights (num_edges, H); returns the figure."""
+    plt = _pyplot()
+    num_sources = num_targets if num_sources is None else num_sources
+    dense = attention_matrix(edge_index, weights.reshape(weights.size(0), -1), num_targets, num_sources)  # (H, T, S)
+    heads = dense.size(0)
+    columns = min(columns, heads)
+    rows = -(-heads // columns)
+    size = 0.9 + 0.28 * max(num_sources, num_targets)
+    figure, axes = plt.subplots(rows, columns, figsize=(size * columns + 1, size * rows), squeeze=False)
+    for head, ax in enumerate(axes.flat):
+        if head >= heads:
+            ax.axis("off")
+            continue
+        plot_attention_heatmap(dense[head], source_labels, target_labels, ax=ax, title=f"head {head}")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return figure
