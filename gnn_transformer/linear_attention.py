@@ -135,12 +135,13 @@ class GraphLinearAttention(GraphMultiheadAttention):
         return linear.train(attention.training)
 
     def attend_projected(self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor,
-                         edge_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                         edge_bias: Tensor | None = None, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
         """Linear attention on projected q (T, H, C), k, v (S, H, C) along ``edge_index``, then ``out_proj``."""
         if edge_bias is not None:
             raise ValueError("linear attention has no scores to add an edge_bias to; use rotary positions instead")
+        edge_index = getattr(edge_index, "edge_index", edge_index)  # a prepared graph's plain edges
         out, weights = self.propagation.attend(self.feature_map(q), self.feature_map(k), v, edge_index)
-        return self.out_proj(out.reshape(q.size(0), -1)), weights  # (T, E), (num_edges, H)
+        return self.out_proj(out.reshape(q.size(0), -1)), weights if need_weights else None  # (T, E), (num_edges, H)
 
     def forward_graph(self, query: Tensor, key: Tensor | None, value: Tensor | None, edge_index: Tensor | None = None,
                       edge_bias: Tensor | None = None, return_attention_weights: bool = False, *,
