@@ -89,14 +89,6 @@ def _torch_layer_config(module) -> dict:
     return _layer_config(module)
 
 
-def _variant_parts(layer: nn.Module, d_model: int, dim_feedforward: int, bias: bool, norm, gated: bool,
-                   layer_norm_eps: float, num_norms: int, factory: dict) -> None:
-    """The per-node parts every layer variant shares: norms ``norm1..`` and the gate ``linear_v``."""
-    for index in range(1, num_norms + 1):
-        setattr(layer, f"norm{index}", make_norm(norm, d_model, layer_norm_eps, bias, **factory))
-    layer.linear_v = nn.Linear(d_model, dim_feedforward, bias=bias, **factory) if gated else None
-
-
 def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
     r"""The hidden layer of the feed-forward network: :math:`\text{act}(x W_1)`, or with a gate
     :math:`\text{act}(x W_1) \odot x V` (GLU variants, arXiv:2002.05202: SwiGLU, GEGLU, ReGLU)."""
@@ -104,7 +96,69 @@ def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
     return hidden if layer.linear_v is None else hidden * layer.linear_v(x)
 
 
-class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
+class _GraphLayer(nn.Module, TorchCounterpart):
+    """What encoder and decoder layers share: torch's constructor, the attentions, the feed-forward
+    network, the norms and dropouts (registered in torch's order), and the variant options.
+
+    ``cross_attention`` (class attribute) adds ``multihead_attn`` and a third norm and dropout.
+    """
+
+    cross_attention: bool = False
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: Activation = F.relu,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
+        norm_first: bool = False,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "reference",
+        norm: str | Callable[..., nn.Module] = "layer",
+        gated: bool = False,
+        attention_scale: float | None = None,
+        qk_transform: nn.Module | None = None,
+        head_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        attention = dict(dropout=dropout, batch_first=batch_first, bias=bias, backend=backend, **factory,
+                         scale=attention_scale, head_dim=head_dim)
+        self.self_attn = GraphMultiheadAttention(d_model, nhead, **attention, qk_transform=qk_transform)
+        if self.cross_attention:
+            self.multihead_attn = GraphMultiheadAttention(d_model, nhead, **attention)
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)
+        self.norm_first = norm_first
+        sublayers = 3 if self.cross_attention else 2
+        for index in range(1, sublayers + 1):
+            setattr(self, f"norm{index}", make_norm(norm, d_model, layer_norm_eps, bias, **factory))
+        self.linear_v = nn.Linear(d_model, dim_feedforward, bias=bias, **factory) if gated else None
+        for index in range(1, sublayers + 1):
+            setattr(self, f"dropout{index}", nn.Dropout(dropout))
+        self.activation = resolve_activation(activation)
+
+    _config_of = staticmethod(_layer_config)
+    _torch_config = _torch_layer_config
+
+    def _ff_block(self, x: Tensor) -> Tensor:
+        last_dropout = self.dropout3 if self.cross_attention else self.dropout2
+        return last_dropout(self.linear2(self.dropout(_feed_forward(self, x))))
+
+    def _sa_block(self, x, edge_index, edge_bias, position, cache, need_weights):
+        out, weights = _attend(self.self_attn, x, x, x, edge_index, edge_bias, need_weights=need_weights,
+                               query_position=position, key_position=position, cache=cache)
+        return self.dropout1(out), weights
+
+
+class GraphTransformerEncoderLayer(_GraphLayer):
     r"""Self-attention and feed-forward on a token graph; mirrors :class:`torch.nn.TransformerEncoderLayer`.
 
     .. math::
@@ -134,53 +188,6 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
     """
 
     torch_class = nn.TransformerEncoderLayer
-
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: Activation = F.relu,
-        layer_norm_eps: float = 1e-5,
-        batch_first: bool = False,
-        norm_first: bool = False,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-        *,
-        backend: str = "reference",
-        norm: str | Callable[..., nn.Module] = "layer",
-        gated: bool = False,
-        attention_scale: float | None = None,
-        qk_transform: nn.Module | None = None,
-        head_dim: int | None = None,
-    ) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.self_attn = GraphMultiheadAttention(
-            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, backend=backend, **factory,
-            scale=attention_scale, qk_transform=qk_transform, head_dim=head_dim,
-        )
-        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)
-        self.norm_first = norm_first
-        _variant_parts(self, d_model, dim_feedforward, bias, norm, gated, layer_norm_eps, 2, factory)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.activation = resolve_activation(activation)
-
-    _config_of = staticmethod(_layer_config)
-    _torch_config = _torch_layer_config
-
-    def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout2(self.linear2(self.dropout(_feed_forward(self, x))))
-
-    def _sa_block(self, x, edge_index, edge_bias, position, cache, need_weights):
-        out, weights = _attend(self.self_attn, x, x, x, edge_index, edge_bias, need_weights=need_weights,
-                               query_position=position, key_position=position, cache=cache)
-        return self.dropout1(out), weights
 
     def forward(self, *args, **kwargs):
         """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
@@ -219,7 +226,7 @@ class GraphTransformerEncoderLayer(nn.Module, TorchCounterpart):
         return layout.to_dense(self.forward_graph(layout.to_nodes(src), edge_index, edge_bias))
 
 
-class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
+class GraphTransformerDecoderLayer(_GraphLayer):
     r"""Masked self-attention, cross-attention and feed-forward; mirrors :class:`torch.nn.TransformerDecoderLayer`.
 
     .. math::
@@ -247,54 +254,7 @@ class GraphTransformerDecoderLayer(nn.Module, TorchCounterpart):
     """
 
     torch_class = nn.TransformerDecoderLayer
-
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: Activation = F.relu,
-        layer_norm_eps: float = 1e-5,
-        batch_first: bool = False,
-        norm_first: bool = False,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-        *,
-        backend: str = "reference",
-        norm: str | Callable[..., nn.Module] = "layer",
-        gated: bool = False,
-        attention_scale: float | None = None,
-        qk_transform: nn.Module | None = None,
-        head_dim: int | None = None,
-    ) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        attention = dict(dropout=dropout, batch_first=batch_first, bias=bias, backend=backend, **factory,
-                         scale=attention_scale, head_dim=head_dim)
-        self.self_attn = GraphMultiheadAttention(d_model, nhead, **attention, qk_transform=qk_transform)
-        self.multihead_attn = GraphMultiheadAttention(d_model, nhead, **attention)
-        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)
-        self.norm_first = norm_first
-        _variant_parts(self, d_model, dim_feedforward, bias, norm, gated, layer_norm_eps, 3, factory)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-        self.activation = resolve_activation(activation)
-
-    _config_of = staticmethod(_layer_config)
-    _torch_config = _torch_layer_config
-
-    def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout3(self.linear2(self.dropout(_feed_forward(self, x))))
-
-    def _sa_block(self, x, edge_index, edge_bias, position, cache, need_weights):
-        out, weights = _attend(self.self_attn, x, x, x, edge_index, edge_bias, need_weights=need_weights,
-                               query_position=position, key_position=position, cache=cache)
-        return self.dropout1(out), weights
+    cross_attention = True
 
     def _mha_block(self, x, memory, edge_index, edge_bias, position, memory_position, cache, need_weights):
         out, weights = _attend(self.multihead_attn, x, memory, memory, edge_index, edge_bias, need_weights=need_weights,
