@@ -24,9 +24,14 @@ penalty :math:`\alpha = 0.6`) with the length penalty of Wu et al. (arXiv:1609.0
 where :math:`|Y|` counts the generated tokens, the end token included.  Each step
 extends every live hypothesis of a pair by every token, keeps the ``2 K`` best
 candidates, files those among the first ``K`` that end with the end token as finished,
-and continues with the ``K`` best that do not.  A pair stops once it has ``K``
-finished hypotheses (as fairseq does); at ``max_new_tokens`` its live hypotheses are
-finished as they stand.  The answer is the finished hypothesis with the best :math:`s(Y)`.
+and continues with the ``K`` best that do not.  A pair stops as soon as no live
+hypothesis can beat its best finished one: log-probabilities only fall as a hypothesis
+grows, so a live hypothesis with :math:`\log P = \ell` can at best reach
+:math:`\ell / \max_{L} lp(L)` over the lengths :math:`L` it may still end at.  (Stopping at
+``K`` finished hypotheses, as fairseq does, is cheaper but can stop before the best one
+is found: short, improbable hypotheses fill the quota.)  At ``max_new_tokens`` the live
+hypotheses are finished as they stand.  The answer is the finished hypothesis with the
+best :math:`s(Y)`.
 """
 from __future__ import annotations
 
@@ -182,7 +187,11 @@ def beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int | N
             finished[int(active[p])].append(Hypothesis(
                 tokens, token_lp, float(top_score[p, j]) / length_penalty_factor(step + 1, length_penalty),
                 bool(ended[p, j]), scorer.attention(r) if return_attention else None))
-        done = torch.tensor([len(finished[int(g)]) >= beam_size or last for g in active.tolist()], device=device)
+        best_lp = max(length_penalty_factor(step + 2, length_penalty),
+                      length_penalty_factor(max_new_tokens, length_penalty))
+        reachable = torch.where(keep, top_score, float("-inf")).max(dim=1).values / best_lp  # (P,)
+        done = torch.tensor([last or (bool(finished[g]) and max(h.score for h in finished[g]) >= float(bound))
+                             for g, bound in zip(active.tolist(), reachable)], device=device)
         keep &= ~done[:, None]
         if not bool(keep.any()):
             break
