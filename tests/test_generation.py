@@ -208,3 +208,22 @@ def test_bad_decoding_requests_name_the_problem():
         GrowingSeq2SeqGraph(model.train(), sources(), BOS)
     with pytest.raises(ValueError, match="incremental path"):
         generate(model.eval(), sources(), bos=BOS, max_new_tokens=3, recompute=True, return_attention=True)
+
+
+@pytest.mark.parametrize("search, options", SEARCHES[:2])
+def test_sliding_window_decoding_grows_the_windowed_graph(search, options):
+    model, prompts = decoder_model(), sources((4, 1, 6), 0, 11)
+    grown = search(GrowingCausalGraph(model, prompts, attention_window=3), **options)
+    recomputed = search(RecomputedCausalGraph(model, prompts, attention_window=3), **options)
+    assert_same_hypotheses([grown, recomputed])
+    full = search(GrowingCausalGraph(model, prompts), **options)
+    assert any(not torch.equal(a.token_log_probs, b.token_log_probs) for a, b in zip(grown, full))
+    scorer = GrowingCausalGraph(model, prompts, attention_window=3, record_attention=True)
+    out = greedy(scorer, max_new_tokens=5, return_attention=True)
+    sequence = torch.cat([prompts[2], out[2].tokens[:-1]])
+    edges = out[2].attention[0]["self"].edge_index
+    assert torch.equal(edges, graphs.causal([sequence.numel()], window=3))
+    with pytest.raises(ValueError, match="decoder-only models"):
+        generate(seq2seq_model(), sources(), bos=BOS, max_new_tokens=2, attention_window=3)
+    with pytest.raises(ValueError, match="attention_window must be a positive integer"):
+        GrowingCausalGraph(model, prompts, attention_window=0)

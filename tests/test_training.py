@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnn_transformer import GraphDecoderModel, GraphTransformerModel
+from gnn_transformer import GraphDecoderModel, GraphTransformerModel, graphs
 from gnn_transformer.training import (
     GlobalBatchSampler, LanguageModelExamples, Seq2SeqExamples, TrainConfig, Trainer, WarmupInverseSqrt,
-    evaluate_loss, make_loader, token_loss, transformer_lr,
+    Process, evaluate_loss, make_loader, token_loss, transformer_lr,
 )
 
 PAIRS = [([2, 3, 4], [4, 3, 2]), ([5], [5]), ([6, 7], [7, 6]), ([2, 2, 3, 4, 5], [5, 4, 3, 2, 2]),
@@ -51,6 +51,9 @@ def test_examples_shift_the_target_and_batch_into_one_graph_without_padding():
     assert batch["src", "to", "tgt"].edge_index.size(1) == sum(len(s) * (len(t) + 1) for s, t in PAIRS)
     lm = LanguageModelExamples(torch.arange(20), window=8, stride=4)
     assert len(lm) == 3 and lm[1].x.tolist() == list(range(4, 12)) and lm[1].y.tolist() == list(range(5, 13))
+    assert torch.equal(lm[0].edge_index, graphs.causal([8]))
+    banded = LanguageModelExamples(torch.arange(20), window=8, attention_window=3)
+    assert torch.equal(banded[1].edge_index, graphs.causal([8], window=3))
     with pytest.raises(ValueError, match="at least one"):
         Seq2SeqExamples([], 0, 1)
     with pytest.raises(ValueError, match="longer than window"):
@@ -98,3 +101,16 @@ def test_fit_learns_and_reports(kind, capsys):
     assert [h["step"] for h in history] == [20, 40]
     assert history[-1]["loss"] < 0.5 * before
     assert "step 40" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+def test_mixed_precision_training_on_gpu():
+    torch.manual_seed(0)
+    model = tiny_seq2seq()
+    trainer = Trainer(model, TrainConfig(steps=20, batch_size=6, warmup=5, lr_factor=2.0, progress=False),
+                      process=Process(device="cuda"))
+    data = Seq2SeqExamples(PAIRS, 0, 1)
+    before = evaluate_loss(model, data, device="cuda")
+    trainer.fit(data)
+    assert next(model.parameters()).dtype == torch.float32  # autocast, not a cast of the weights
+    assert evaluate_loss(model, data, device="cuda") < before

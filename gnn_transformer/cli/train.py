@@ -43,7 +43,11 @@ def add_parser(subparsers) -> None:
                         help="CPU threads per process (default: torch's choice); 1 is fastest for small "
                              "models and on busy machines")
     parser.add_argument("--prompt", default="The ", help="charlm: the sample's prompt")
-    parser.add_argument("--sample-length", dest="sample_length", type=int, default=300, help="charlm: characters")
+    parser.add_argument("--sample-length", dest="sample_length", type=int, default=None,
+                        help="charlm: characters to sample (default: up to the trained sequence length)")
+    parser.add_argument("--sequence-length", dest="sequence_length", type=int, help="charlm: characters per sequence")
+    parser.add_argument("--attention-window", dest="attention_window", type=int,
+                        help="charlm: characters each character attends to (sliding-window causal graph)")
     parser.add_argument("--no-plot", dest="no_plot", action="store_true", help="translate: no alignment picture")
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

@@ -51,13 +51,16 @@ STRATEGIES = ("greedy", "beam", "sample")
 
 
 def decoding_graph(model, inputs: Sequence[Tensor], *, bos: int | None = None, recompute: bool = False,
-                   record_attention: bool = False):
+                   record_attention: bool = False, attention_window: int | None = None):
     """The scorer that decodes ``model`` on ``inputs`` (sources of an encoder-decoder model,
     prompts of a decoder-only one): the growing graph, or with ``recompute`` the
-    whole-graph reference."""
+    whole-graph reference.  ``attention_window`` (decoder-only models) limits each node's
+    edges to the last ``attention_window`` tokens, as ``graphs.causal(lengths, window)``."""
     from ..model import GraphTransformerModel
 
     if isinstance(model, GraphTransformerModel):
+        if attention_window is not None:
+            raise ValueError("attention_window applies to decoder-only models (sliding-window causal graphs)")
         if bos is None:
             raise ValueError("an encoder-decoder model starts every target with a start token: pass bos=")
         if recompute:
@@ -65,8 +68,8 @@ def decoding_graph(model, inputs: Sequence[Tensor], *, bos: int | None = None, r
         return GrowingSeq2SeqGraph(model, inputs, bos, record_attention)
     if getattr(model, "graph", None) == "causal":
         if recompute:
-            return RecomputedCausalGraph(model, inputs)
-        return GrowingCausalGraph(model, inputs, record_attention)
+            return RecomputedCausalGraph(model, inputs, attention_window)
+        return GrowingCausalGraph(model, inputs, record_attention, attention_window)
     raise TypeError(f"cannot decode a {type(model).__name__}: generation needs a GraphTransformerModel "
                     f"or a GraphDecoderModel")
 
@@ -86,7 +89,8 @@ def evaluating(model):
 def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_new_tokens: int,
              bos: int | None = None, eos: int | None = None, beam_size: int = 4, length_penalty: float = 0.6,
              temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
-             return_attention: bool = False, recompute: bool = False) -> list[Hypothesis]:
+             return_attention: bool = False, recompute: bool = False,
+             attention_window: int | None = None) -> list[Hypothesis]:
     """Decode every input sequence with ``strategy`` ``"greedy"``, ``"beam"`` or ``"sample"``.
 
     Args:
@@ -101,6 +105,8 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
         return_attention: attach every layer's per-step attention to each hypothesis.
         recompute: recompute the whole graph at every step instead of growing it (the
             reference path; same tokens, slower, no attention).
+        attention_window: decoder-only models trained on sliding-window causal graphs: each
+            new node gets edges from the last ``attention_window`` tokens only.
 
     Returns:
         one :class:`Hypothesis` per input sequence.
@@ -108,7 +114,8 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     with evaluating(model):
-        scorer = decoding_graph(model, inputs, bos=bos, recompute=recompute, record_attention=return_attention)
+        scorer = decoding_graph(model, inputs, bos=bos, recompute=recompute, record_attention=return_attention,
+                                attention_window=attention_window)
         common = dict(max_new_tokens=max_new_tokens, eos=eos, return_attention=return_attention)
         if strategy == "greedy":
             return greedy(scorer, **common)

@@ -84,8 +84,11 @@ class _PrefixTree:
     layer's self-attention cache, so a node id is its row in the cache.
     """
 
-    def __init__(self, model, record_attention: bool, device) -> None:
+    def __init__(self, model, record_attention: bool, device, attention_window: int | None = None) -> None:
         _check_eval(model)
+        if attention_window is not None and (not isinstance(attention_window, int) or attention_window < 1):
+            raise ValueError(f"attention_window must be a positive integer, got {attention_window!r}")
+        self.attention_window = attention_window
         self.model = model
         self.device = device
         self.num_nodes = 0
@@ -103,8 +106,11 @@ class _PrefixTree:
         path = torch.cat([path, path.new_full((count, 1), -1)], dim=1)  # (n, W + 1)
         path[rows, depth] = self.num_nodes + rows
         self.path, self.depth, self.group = path, depth + 1, self.group[parent]
-        on_path = torch.arange(path.size(1), device=self.device) < self.depth[:, None]  # (n, W + 1)
-        edges = torch.stack([path[on_path], rows.repeat_interleave(self.depth)])  # ancestors and self -> new
+        column = torch.arange(path.size(1), device=self.device)
+        on_path = column < self.depth[:, None]  # (n, W + 1)
+        if self.attention_window is not None:  # only the last attention_window nodes of the path
+            on_path &= column >= self.depth[:, None] - self.attention_window
+        edges = torch.stack([path[on_path], rows.repeat_interleave(on_path.sum(1))])  # ancestors and self -> new
         return edges, depth, self.group
 
     def _register(self, position: Tensor, self_edges: Tensor, weights: list[dict], cross_edges: Tensor | None) -> None:
@@ -226,14 +232,17 @@ class GrowingCausalGraph(_PrefixTree):
         model: the decoder-only model (in eval mode).
         prompts: one non-empty 1-D tensor of token ids per sequence.
         record_attention: keep every step's attention weights for :meth:`attention`.
+        attention_window: each node attends to the last ``attention_window`` nodes of its path
+            only (itself included), as a model trained on ``graphs.causal(lengths, window)``.
     """
 
-    def __init__(self, model, prompts: Sequence[Tensor], record_attention: bool = False) -> None:
+    def __init__(self, model, prompts: Sequence[Tensor], record_attention: bool = False,
+                 attention_window: int | None = None) -> None:
         if getattr(model, "graph", None) != "causal":
             raise TypeError(f"GrowingCausalGraph decodes decoder-only models (GraphDecoderModel), "
                             f"not {type(model).__name__}")
         device = model.generator.weight.device
-        super().__init__(model, record_attention, device)
+        super().__init__(model, record_attention, device, attention_window)
         self.prompts = _as_token_list(prompts, "prompts", device)
         self.cache = [KeyValueCache() for _ in model.encoder.layers]
         self.num_sequences = len(self.prompts)
@@ -246,7 +255,7 @@ class GrowingCausalGraph(_PrefixTree):
         self.path = to_padded(nodes[:, None], lengths, padding_value=-1)[..., 0]  # (B, L)
         self.depth = lengths
         self.group = torch.arange(lengths.numel(), device=self.device)
-        edges, position = causal(lengths), positions(lengths)
+        edges, position = causal(lengths, self.attention_window), positions(lengths)
         last = lengths_to_ptr(lengths)[1:] - 1  # (B,) the last prompt node of each sequence
         return self._run(torch.cat(self.prompts), position, edges)[last]
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..batching import seq2seq_batch, sequence_data
-from ..graphs import lengths_to_ptr
+from ..graphs import causal, lengths_to_ptr
 from .growth import _as_token_list, _check_eval
 
 __all__ = ["PrefixScorer", "RecomputedSeq2SeqGraph", "RecomputedCausalGraph"]
@@ -74,16 +74,19 @@ class RecomputedSeq2SeqGraph(PrefixScorer):
 
 
 class RecomputedCausalGraph(PrefixScorer):
-    """Every step builds the causal graph of each prompt + continuation anew and runs the whole model."""
+    """Every step builds the causal graph of each prompt + continuation anew and runs the whole model
+    (with ``attention_window``, the sliding-window graph ``graphs.causal(lengths, window)``)."""
 
-    def __init__(self, model, prompts: Sequence[Tensor]) -> None:
+    def __init__(self, model, prompts: Sequence[Tensor], attention_window: int | None = None) -> None:
         _check_eval(model)
-        self.model = model
+        self.model, self.attention_window = model, attention_window
         super().__init__(_as_token_list(prompts, "prompts", model.generator.weight.device))
 
     def _score(self, group, prefixes):
         from torch_geometric.data import Batch
 
         data = Batch.from_data_list([sequence_data(p, "causal") for p in prefixes])
+        if self.attention_window is not None:
+            data.edge_index = causal([p.numel() for p in prefixes], self.attention_window)
         logits = self.model(data)  # (sum of lengths, V)
         return torch.log_softmax(logits[_last_of_each([p.numel() for p in prefixes])], dim=-1)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..batching import seq2seq_data, sequence_data
+from ..graphs import causal
 
 __all__ = ["Seq2SeqExamples", "LanguageModelExamples", "GlobalBatchSampler", "make_loader", "batch_labels"]
 
@@ -56,15 +57,21 @@ class Seq2SeqExamples(torch.utils.data.Dataset):
 class LanguageModelExamples(torch.utils.data.Dataset):
     """Windows of ``window + 1`` tokens from one long token tensor, starting every ``stride`` tokens.
 
-    Item ``i`` is a causal ``Data`` with ``x = w[:-1]``, labels ``y = w[1:]``.
+    Item ``i`` is a causal ``Data`` with ``x = w[:-1]``, labels ``y = w[1:]``; with
+    ``attention_window`` its graph is the sliding-window causal graph
+    ``graphs.causal([window], attention_window)`` (each token sees the last
+    ``attention_window`` tokens), so a model can be trained on long sequences at the cost
+    of short contexts and decoded with the same window for as many tokens as it saw.
     """
 
-    def __init__(self, tokens: Tensor, window: int, stride: int | None = None) -> None:
+    def __init__(self, tokens: Tensor, window: int, stride: int | None = None,
+                 attention_window: int | None = None) -> None:
         stride = window if stride is None else stride
         if tokens.dim() != 1 or tokens.numel() <= window:
             raise ValueError(f"tokens must be 1-D and longer than window={window}, got shape {tuple(tokens.shape)}")
         self.tokens, self.window = tokens.long(), window
         self.starts = torch.arange(0, tokens.numel() - window, stride)  # (num_examples,)
+        self.edge_index = causal([window], attention_window)  # the same graph for every window
 
     def __len__(self) -> int:
         return self.starts.numel()
@@ -73,7 +80,7 @@ class LanguageModelExamples(torch.utils.data.Dataset):
         start = int(self.starts[index])
         chunk = self.tokens[start : start + self.window + 1]  # (window + 1,)
         data = sequence_data(chunk[:-1], "causal")
-        data.y = chunk[1:]
+        data.edge_index, data.y = self.edge_index, chunk[1:]
         return data
 
 

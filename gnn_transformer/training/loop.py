@@ -178,13 +178,13 @@ class Trainer:
                              start_step=self.step)
         bar = tqdm(total=config.steps, initial=self.step, disable=not (config.progress and self.process.is_main),
                    unit="step", dynamic_ncols=True)
-        average = None
+        average, last = None, time.perf_counter()
         for batch in loader:
             if self.step >= config.steps:
                 break
-            start = time.perf_counter()
             stats = self.train_step(batch)
-            elapsed = time.perf_counter() - start
+            now = time.perf_counter()
+            elapsed, last = now - last, now  # batching included
             average = stats["loss"] if average is None else 0.95 * average + 0.05 * stats["loss"]
             bar.set_postfix(loss=f"{average:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{stats['tokens'] / elapsed:,.0f}")
             bar.update()
@@ -194,6 +194,7 @@ class Trainer:
                 bar.write("  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
             if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
                 self.save()
+            last = time.perf_counter()  # evaluation and checkpoints do not count against tokens/s
         bar.close()
         if self.checkpoint_dir is not None:
             self.save()
