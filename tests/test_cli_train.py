@@ -1,6 +1,8 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from gnn_transformer.cli import main
 
@@ -22,6 +24,11 @@ def test_train_copy_reports_greedy_and_beam_accuracy_and_resumes(tmp_path, capsy
     assert main([*common, "--steps", "3", "--resume"]) == 0
     assert "resumed from step 2" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["steps"] == 3
+    straight = tmp_path / "straight"  # the same 3 steps (with dropout) without stopping
+    assert main([*common[:-1], str(straight), "--steps", "3"]) == 0
+    resumed, uninterrupted = (load_file(str(d / "checkpoints" / "step-00000003" / "model.safetensors"))
+                              for d in (out, straight))
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
 
 
 def test_train_translate_draws_the_alignment(tmp_path, capsys):

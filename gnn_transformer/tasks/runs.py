@@ -83,9 +83,11 @@ def _trainer(args, model, hp, process, run_config, eval_every: int) -> Trainer:
     out = Path(args.out)
     trainer = Trainer(model, _train_config(args, hp, eval_every), process=process,
                       checkpoint_dir=out / "checkpoints", run_config=run_config)
-    if args.resume and trainer.resume():
-        print(f"resumed from step {trainer.step}") if process.is_main else None
-    torch.manual_seed(args.seed * 7919 + process.rank + trainer.step)  # dropout streams differ per process
+    if args.resume and trainer.resume():  # restores the random state too
+        if process.is_main:
+            print(f"resumed from step {trainer.step}")
+    else:
+        torch.manual_seed(args.seed * 7919 + process.rank)  # dropout streams differ per process
     return trainer
 
 
