@@ -133,22 +133,29 @@ def complete(lengths: LengthsLike) -> Tensor:
     return _contiguous_ranges(ptr[batch], lengths[batch])
 
 
-def causal(lengths: LengthsLike) -> Tensor:
+def causal(lengths: LengthsLike, window: int | None = None) -> Tensor:
     r"""Decoder masked self-attention graph: :math:`j \to i` for :math:`j \le i` within each sequence.
 
     Equals the edges allowed by ``torch.nn.Transformer.generate_square_subsequent_mask``.
+    With ``window``, only the last ``window`` tokens (the token itself included):
+    :math:`i - \text{window} < j \le i`, sliding-window (local) causal attention.
 
     Args:
         lengths: tokens per sequence, shape (B,).
+        window: tokens each token may attend to (``None``: all earlier ones).
 
     Returns:
-        edge_index of shape (2, sum(L_b (L_b + 1) / 2)).
+        edge_index of shape (2, sum(L_b (L_b + 1) / 2)) without a window.
     """
     lengths = as_lengths(lengths)
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ValueError(f"window must be a positive integer (tokens attended to, self included), got {window!r}")
     ptr = lengths_to_ptr(lengths)
     batch = batch_vector(lengths)
     pos = torch.arange(batch.numel(), device=lengths.device) - ptr[batch]
-    return _contiguous_ranges(ptr[batch], pos + 1)
+    if window is None:
+        return _contiguous_ranges(ptr[batch], pos + 1)
+    return _contiguous_ranges(ptr[batch] + (pos + 1 - window).clamp(min=0), (pos + 1).clamp(max=window))
 
 
 def bipartite(src_lengths: LengthsLike, tgt_lengths: LengthsLike | None = None) -> Tensor:

@@ -192,3 +192,13 @@ def test_bad_batches():
         graphs.sequence_data(torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="'complete' or 'causal'"):
         graphs.sequence_data(torch.tensor([1, 2]), "bipartite")
+
+
+def test_causal_window_keeps_the_last_tokens_only():
+    edges = graphs.causal([4, 2], window=2)
+    assert edges.tolist() == [[0, 0, 1, 1, 2, 2, 3, 4, 4, 5], [0, 1, 1, 2, 2, 3, 3, 4, 5, 5]]
+    assert torch.equal(graphs.causal([5, 3], window=9), graphs.causal([5, 3]))
+    source, target = graphs.causal([7], window=3)
+    assert bool(((target - source >= 0) & (target - source < 3)).all()) and source.numel() == 1 + 2 + 5 * 3
+    with pytest.raises(ValueError, match="window must be a positive integer"):
+        graphs.causal([3], window=0)

@@ -1,0 +1,72 @@
+"""``gnn-transformer train TASK``: train a graph Transformer on a task whose data is generated
+(copy, reverse, sort, translate) or ships with Python (charlm), then report exact-match
+accuracy with greedy and beam decoding on held-out data (or, for charlm, the held-out
+loss and a sample).  ``--distributed`` runs under ``torchrun`` with DistributedDataParallel."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+TASKS = ("copy", "reverse", "sort", "translate", "charlm")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train on copy/reverse/sort/translate/charlm and report held-out accuracy",
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Defaults of the model and run flags come from the task's preset "
+               "(gnn_transformer.tasks.runs.PRESETS).  Distributed: torchrun --nproc-per-node 2 "
+               "-m gnn_transformer train copy --distributed",
+    )
+    parser.add_argument("task", choices=TASKS)
+    parser.add_argument("--steps", type=int, help="optimizer steps")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--distributed", action="store_true", help="DistributedDataParallel under torchrun")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, help="examples per (global) batch")
+    parser.add_argument("--d-model", dest="d_model", type=int)
+    parser.add_argument("--nhead", type=int)
+    parser.add_argument("--num-layers", dest="num_layers", type=int, help="layers of each stack")
+    parser.add_argument("--dim-feedforward", dest="dim_feedforward", type=int)
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--warmup", type=int, help="warm-up steps of the learning-rate schedule")
+    parser.add_argument("--lr-factor", dest="lr_factor", type=float, help="multiplier of the paper's schedule")
+    parser.add_argument("--label-smoothing", dest="label_smoothing", type=float)
+    parser.add_argument("--num-train", dest="num_train", type=int, help="seq2seq tasks: training pairs")
+    parser.add_argument("--num-test", dest="num_test", type=int, help="seq2seq tasks: held-out pairs")
+    parser.add_argument("--beam-size", dest="beam_size", type=int, default=4)
+    parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=500)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/TASK)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per process (default: torch's choice); 1 is fastest for small "
+                             "models and on busy machines")
+    parser.add_argument("--prompt", default="The ", help="charlm: the sample's prompt")
+    parser.add_argument("--sample-length", dest="sample_length", type=int, default=None,
+                        help="charlm: characters to sample (default: up to the trained sequence length)")
+    parser.add_argument("--sequence-length", dest="sequence_length", type=int, help="charlm: characters per sequence")
+    parser.add_argument("--attention-window", dest="attention_window", type=int,
+                        help="charlm: characters each character attends to (sliding-window causal graph)")
+    parser.add_argument("--no-plot", dest="no_plot", action="store_true", help="translate: no alignment picture")
+    parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..tasks.runs import run_charlm, run_seq2seq
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("gnn-transformer train: --device cuda was asked for but torch sees no CUDA device")
+    if args.steps is not None and args.steps < 1:
+        raise SystemExit(f"gnn-transformer train: --steps must be positive, got {args.steps}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"gnn-transformer train: --threads must be positive, got {args.threads}")
+    args.out = args.out or f"runs/{args.task}"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        (run_charlm if args.task == "charlm" else run_seq2seq)(args)
+    finally:
+        torch.set_num_threads(threads)
+    return 0

@@ -1,0 +1,124 @@
+r"""Decoding as graph growth: greedy, sampling and beam search for the graph models.
+
+"The decoder is also composed of a stack of N = 6 identical layers ... This masking,
+combined with fact that the output embeddings are offset by one position, ensures that
+the predictions for position i can depend only on the known outputs at positions less
+than i" (arXiv:1706.03762, section 3.1).  In the graph view a decoding step adds one
+node per hypothesis, its causal edges (from the nodes of its prefix) and its
+cross-attention edges (from its source tokens); only the new nodes' messages are
+computed, and the keys and values of all older nodes come from a per-layer cache.
+
+Example::
+
+    >>> model.eval()
+    >>> out = generate(model, [torch.tensor([3, 4, 5])], strategy="beam", bos=0, eos=1,
+    ...                max_new_tokens=10, return_attention=True)
+    >>> out[0].tokens, out[0].score
+    >>> out[0].attention[-1]["cross"].matrix()     # (H, T, S) last layer's alignment
+
+Modules: :mod:`.growth` (the incremental prefix-tree graphs), :mod:`.recompute` (whole
+graph every step, the reference), :mod:`.search` (the strategies).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .growth import AttentionGraph, GrowingCausalGraph, GrowingSeq2SeqGraph
+from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedSeq2SeqGraph
+from .search import Hypothesis, beam_search, greedy, length_penalty_factor, sample
+
+__all__ = [
+    "generate",
+    "decoding_graph",
+    "greedy",
+    "sample",
+    "beam_search",
+    "length_penalty_factor",
+    "Hypothesis",
+    "AttentionGraph",
+    "GrowingSeq2SeqGraph",
+    "GrowingCausalGraph",
+    "RecomputedSeq2SeqGraph",
+    "RecomputedCausalGraph",
+    "PrefixScorer",
+]
+
+STRATEGIES = ("greedy", "beam", "sample")
+
+
+def decoding_graph(model, inputs: Sequence[Tensor], *, bos: int | None = None, recompute: bool = False,
+                   record_attention: bool = False, attention_window: int | None = None):
+    """The scorer that decodes ``model`` on ``inputs`` (sources of an encoder-decoder model,
+    prompts of a decoder-only one): the growing graph, or with ``recompute`` the
+    whole-graph reference.  ``attention_window`` (decoder-only models) limits each node's
+    edges to the last ``attention_window`` tokens, as ``graphs.causal(lengths, window)``."""
+    from ..model import GraphTransformerModel
+
+    if isinstance(model, GraphTransformerModel):
+        if attention_window is not None:
+            raise ValueError("attention_window applies to decoder-only models (sliding-window causal graphs)")
+        if bos is None:
+            raise ValueError("an encoder-decoder model starts every target with a start token: pass bos=")
+        if recompute:
+            return RecomputedSeq2SeqGraph(model, inputs, bos)
+        return GrowingSeq2SeqGraph(model, inputs, bos, record_attention)
+    if getattr(model, "graph", None) == "causal":
+        if recompute:
+            return RecomputedCausalGraph(model, inputs, attention_window)
+        return GrowingCausalGraph(model, inputs, record_attention, attention_window)
+    raise TypeError(f"cannot decode a {type(model).__name__}: generation needs a GraphTransformerModel "
+                    f"or a GraphDecoderModel")
+
+
+@contextmanager
+def evaluating(model):
+    """Eval mode and no autograd for the duration; the previous mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_new_tokens: int,
+             bos: int | None = None, eos: int | None = None, beam_size: int = 4, length_penalty: float = 0.6,
+             temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
+             return_attention: bool = False, recompute: bool = False,
+             attention_window: int | None = None) -> list[Hypothesis]:
+    """Decode every input sequence with ``strategy`` ``"greedy"``, ``"beam"`` or ``"sample"``.
+
+    Args:
+        model: a :class:`~gnn_transformer.GraphTransformerModel` (``inputs`` are source
+            sequences, ``bos`` starts each target) or a :class:`~gnn_transformer.GraphDecoderModel`
+            (``inputs`` are prompts).  Run in eval mode without autograd; its mode is restored.
+        inputs: a ragged batch: one 1-D tensor of token ids per sequence.
+        max_new_tokens: at most this many generated tokens per sequence.
+        eos: the end token (kept in the output); ``None`` decodes ``max_new_tokens`` tokens.
+        beam_size, length_penalty: for ``"beam"`` (see :func:`beam_search`).
+        temperature, top_k, generator: for ``"sample"`` (see :func:`sample`).
+        return_attention: attach every layer's per-step attention to each hypothesis.
+        recompute: recompute the whole graph at every step instead of growing it (the
+            reference path; same tokens, slower, no attention).
+        attention_window: decoder-only models trained on sliding-window causal graphs: each
+            new node gets edges from the last ``attention_window`` tokens only.
+
+    Returns:
+        one :class:`Hypothesis` per input sequence.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    with evaluating(model):
+        scorer = decoding_graph(model, inputs, bos=bos, recompute=recompute, record_attention=return_attention,
+                                attention_window=attention_window)
+        common = dict(max_new_tokens=max_new_tokens, eos=eos, return_attention=return_attention)
+        if strategy == "greedy":
+            return greedy(scorer, **common)
+        if strategy == "beam":
+            return beam_search(scorer, beam_size=beam_size, length_penalty=length_penalty, **common)
+        return sample(scorer, temperature=temperature, top_k=top_k, generator=generator, **common)

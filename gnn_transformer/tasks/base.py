@@ -1,0 +1,89 @@
+"""Vocabularies and the seq2seq task protocol: generated examples, a disjoint held-out split."""
+from __future__ import annotations
+
+import random
+import zlib
+from typing import Sequence
+
+__all__ = ["Vocabulary", "Seq2SeqTask", "BOS", "EOS"]
+
+BOS, EOS = "<s>", "</s>"
+
+
+class Vocabulary:
+    """Symbols <-> token ids; id 0 is the start token ``<s>``, id 1 the end token ``</s>``."""
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        symbols = [BOS, EOS, *symbols]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("a vocabulary's symbols must be distinct (and not <s> or </s>)")
+        self.symbols = symbols
+        self.index = {symbol: i for i, symbol in enumerate(symbols)}
+
+    bos, eos = 0, 1
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, symbols: Sequence[str]) -> list[int]:
+        unknown = [s for s in symbols if s not in self.index]
+        if unknown:
+            raise ValueError(f"symbols not in the vocabulary: {unknown[:5]}")
+        return [self.index[s] for s in symbols]
+
+    def decode(self, ids: Sequence[int], strip_end: bool = True) -> list[str]:
+        """Token ids -> symbols; with ``strip_end`` stops at the end token."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if strip_end and i == self.eos:
+                break
+            out.append(self.symbols[i])
+        return out
+
+
+class Seq2SeqTask:
+    """A task whose examples are generated: subclasses define the vocabularies and :meth:`sample`.
+
+    The held-out split is decided by the source itself (a CRC32 hash), so no test source
+    is ever a training source; training also leaves out the source lengths in
+    ``left_out_lengths``, which the held-out data keeps.
+    """
+
+    name = "task"
+    src_vocab: Vocabulary
+    tgt_vocab: Vocabulary
+    left_out_lengths: tuple[int, ...] = ()
+    held_out_fraction = 5  # one source in this many is held out
+
+    def sample(self, rng: random.Random) -> tuple[list[str], list[str]]:
+        raise NotImplementedError
+
+    def is_held_out(self, source: Sequence[str]) -> bool:
+        return zlib.crc32(" ".join(source).encode()) % self.held_out_fraction == 0
+
+    def splits(self, num_train: int, num_test: int, seed: int = 0) -> tuple[list, list]:
+        """``num_train`` training pairs and ``num_test`` distinct held-out pairs, as token ids."""
+        rng = random.Random(seed)
+        train, test, seen = [], [], set()
+        attempts = 0
+        while len(train) < num_train or len(test) < num_test:
+            attempts += 1
+            if attempts > 50 * (num_train + num_test) + 10_000:
+                raise RuntimeError(f"{self.name}: could not draw {num_test} distinct held-out examples; "
+                                   f"ask for fewer")
+            source, target = self.sample(rng)
+            if self.is_held_out(source):
+                if len(test) < num_test and tuple(source) not in seen:
+                    seen.add(tuple(source))
+                    test.append((source, target))
+            elif len(train) < num_train and len(source) not in self.left_out_lengths:
+                train.append((source, target))
+        return [self.encode(pair) for pair in train], [self.encode(pair) for pair in test]
+
+    def encode(self, pair) -> tuple[list[int], list[int]]:
+        return self.src_vocab.encode(pair[0]), self.tgt_vocab.encode(pair[1])
+
+    @property
+    def max_target_length(self) -> int:
+        raise NotImplementedError

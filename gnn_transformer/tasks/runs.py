@@ -1,0 +1,229 @@
+"""End-to-end runs of the tasks: build the model, train, decode the held-out data, report.
+
+Used by ``gnn-transformer train``; every number the command prints comes from here.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..generation import generate
+from ..model import GraphDecoderModel, GraphTransformerModel
+from ..training import (LanguageModelExamples, Process, Seq2SeqExamples, TrainConfig, Trainer, evaluate_loss,
+                        init_from_env)
+from ..training.distributed import barrier, shutdown
+from . import CharCorpus, get_task, python_help_text
+
+__all__ = ["PRESETS", "MODEL_KEYS", "build_model", "exact_match", "run_seq2seq", "run_charlm"]
+
+MODEL_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout")
+_DIGITS = dict(d_model=64, nhead=4, num_layers=2, dim_feedforward=128, dropout=0.1, steps=1200, batch_size=128,
+               warmup=400, lr_factor=1.0, label_smoothing=0.1, num_train=20_000, num_test=500)
+PRESETS = {
+    "copy": _DIGITS,
+    "reverse": _DIGITS,
+    "sort": _DIGITS,
+    "translate": {**_DIGITS, "steps": 1500, "num_train": 30_000},
+    "charlm": dict(d_model=128, nhead=4, num_layers=3, dim_feedforward=256, dropout=0.1, steps=1500, batch_size=8,
+                   warmup=200, lr_factor=1.0, label_smoothing=0.0, sequence_length=128, attention_window=32),
+}
+
+
+def build_model(kind: str, vocab_sizes: tuple[int, ...], hp: dict):
+    """A ``GraphTransformerModel`` (``kind="seq2seq"``, vocab sizes (source, target)) or a
+    ``GraphDecoderModel`` (``kind="decoder"``, one vocab size) with the hyper-parameters ``hp``."""
+    common = dict(d_model=hp["d_model"], nhead=hp["nhead"], dim_feedforward=hp["dim_feedforward"],
+                  dropout=hp["dropout"])
+    if kind == "seq2seq":
+        src, tgt = vocab_sizes
+        return GraphTransformerModel(src, tgt, num_encoder_layers=hp["num_layers"], num_decoder_layers=hp["num_layers"],
+                                     tie_weights="all" if src == tgt else "output", **common)
+    if kind == "decoder":
+        return GraphDecoderModel(vocab_sizes[0], num_layers=hp["num_layers"], tie_weights=True, **common)
+    raise ValueError(f"kind must be 'seq2seq' or 'decoder', got {kind!r}")
+
+
+def exact_match(model, pairs, *, strategy: str, bos: int, eos: int, max_new_tokens: int, beam_size: int = 4,
+                batch_size: int = 250) -> dict:
+    """Share of held-out pairs whose decoded target equals the reference exactly, overall and per
+    source length.  Returns ``{"accuracy": float, "by_length": {length: (correct, total)}}``."""
+    correct, by_length = 0, defaultdict(lambda: [0, 0])
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        sources = [torch.tensor(source) for source, _ in chunk]
+        outputs = generate(model, sources, strategy=strategy, bos=bos, eos=eos, max_new_tokens=max_new_tokens,
+                           beam_size=beam_size)
+        for (source, target), hypothesis in zip(chunk, outputs):
+            hit = hypothesis.tokens.tolist() == [*target, eos]
+            correct += hit
+            by_length[len(source)][0] += hit
+            by_length[len(source)][1] += 1
+    return {"accuracy": correct / len(pairs), "by_length": {k: tuple(v) for k, v in sorted(by_length.items())}}
+
+
+def _setup(args) -> tuple[Process, dict]:
+    process = init_from_env(args.device) if args.distributed else Process(device=args.device)
+    hp = {**PRESETS[args.task], **{k: v for k, v in vars(args).items() if k in PRESETS[args.task] and v is not None}}
+    torch.manual_seed(args.seed)  # the same initial weights in every process
+    return process, hp
+
+
+def _train_config(args, hp: dict, eval_every: int) -> TrainConfig:
+    return TrainConfig(steps=hp["steps"], batch_size=hp["batch_size"], warmup=hp["warmup"], lr_factor=hp["lr_factor"],
+                       label_smoothing=hp["label_smoothing"], eval_every=eval_every,
+                       checkpoint_every=args.checkpoint_every, seed=args.seed, progress=not args.no_progress)
+
+
+def _trainer(args, model, hp, process, run_config, eval_every: int) -> Trainer:
+    out = Path(args.out)
+    trainer = Trainer(model, _train_config(args, hp, eval_every), process=process,
+                      checkpoint_dir=out / "checkpoints", run_config=run_config)
+    if args.resume and trainer.resume():  # restores the random state too
+        if process.is_main:
+            print(f"resumed from step {trainer.step}")
+    else:
+        torch.manual_seed(args.seed * 7919 + process.rank)  # dropout streams differ per process
+    return trainer
+
+
+def run_seq2seq(args) -> dict | None:
+    """Train ``args.task`` and report exact match with greedy and beam search on held-out pairs."""
+    process, hp = _setup(args)
+    task = get_task(args.task)
+    train, test = task.splits(hp["num_train"], hp["num_test"], seed=args.seed)
+    vocab = task.tgt_vocab
+    model = build_model("seq2seq", (len(task.src_vocab), len(task.tgt_vocab)), hp)
+    run_config = {"task": args.task, "kind": "seq2seq", "vocab_sizes": [len(task.src_vocab), len(vocab)],
+                  "model": {k: hp[k] for k in MODEL_KEYS}}
+    max_new = task.max_target_length + 2
+    decode = dict(bos=vocab.bos, eos=vocab.eos, max_new_tokens=max_new, beam_size=args.beam_size)
+    monitor = test[:200]
+    valid = Seq2SeqExamples(test, vocab.bos, vocab.eos)
+
+    def evaluate(trainer):
+        return {"valid_loss": evaluate_loss(trainer.model, valid, device=process.device),
+                "greedy_exact": exact_match(trainer.model, monitor, strategy="greedy", **decode)["accuracy"]}
+
+    trainer = _trainer(args, model, hp, process, run_config, eval_every=max(1, hp["steps"] // 5))
+    start = time.perf_counter()
+    trainer.fit(Seq2SeqExamples(train, vocab.bos, vocab.eos), evaluate=evaluate)
+    train_time = time.perf_counter() - start
+    results = None
+    if process.is_main:
+        start = time.perf_counter()
+        greedy_result = exact_match(model, test, strategy="greedy", **decode)
+        beam_result = exact_match(model, test, strategy="beam", **decode)
+        results = {"task": args.task, "steps": trainer.step, "train_seconds": round(train_time, 1),
+                   "decode_seconds": round(time.perf_counter() - start, 1), "num_test": len(test),
+                   "greedy": greedy_result, "beam": beam_result, "beam_size": args.beam_size,
+                   "left_out_lengths": list(task.left_out_lengths), "hyperparameters": hp}
+        _print_seq2seq(results, task)
+        if args.task == "translate" and not args.no_plot:
+            try:
+                results["alignment"] = str(draw_alignment(model, task, test, Path(args.out) / "alignment.png"))
+                print(f"alignment picture: {results['alignment']}")
+            except ImportError:
+                print("no alignment picture: it needs matplotlib (pip install 'gnn-transformer[viz]')")
+        _write_results(args.out, results)
+    barrier()
+    shutdown()
+    return results
+
+
+def _left_out_accuracy(result: dict, lengths) -> tuple[int, int]:
+    pairs = [result["by_length"][n] for n in lengths if n in result["by_length"]]
+    return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+
+
+def _print_seq2seq(results: dict, task) -> None:
+    print(f"\n{results['task']}: {results['steps']} steps in {results['train_seconds']} s; "
+          f"{results['num_test']} held-out pairs (never trained on) decoded in {results['decode_seconds']} s")
+    for name in ("greedy", "beam"):
+        result = results[name]
+        label = name if name == "greedy" else f"beam (size {results['beam_size']}, alpha 0.6)"
+        line = f"  exact match, {label}: {100 * result['accuracy']:.1f}%"
+        if task.left_out_lengths:
+            hits, total = _left_out_accuracy(result, task.left_out_lengths)
+            line += (f"   (lengths {', '.join(map(str, task.left_out_lengths))}, left out of training: "
+                     f"{hits}/{total} = {100 * hits / max(total, 1):.1f}%)")
+        print(line)
+
+
+def draw_alignment(model, task, test, path: Path, example: int = 0) -> Path:
+    """Decode one held-out sentence with beam search and draw the last decoder layer's cross-attention
+    (mean over heads) as a source x target heatmap and as the bipartite graph."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz import draw_bipartite_attention, plot_attention_heatmap, save
+
+    candidates = sorted(test, key=lambda pair: -len(pair[0]))  # a long sentence shows the reordering best
+    source, _ = candidates[example]
+    vocab = task.tgt_vocab
+    hypothesis = generate(model, [torch.tensor(source)], strategy="beam", bos=vocab.bos, eos=vocab.eos,
+                          max_new_tokens=task.max_target_length + 2, return_attention=True)[0]
+    matrix = hypothesis.attention[-1]["cross"].matrix().mean(0)  # (T, S)
+    source_words = task.src_vocab.decode(source)
+    target_words = vocab.decode(hypothesis.tokens, strip_end=False)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [1.25, 1]})
+    plot_attention_heatmap(matrix, source_words, target_words, ax=left,
+                           title="cross-attention, last decoder layer (mean of heads)")
+    left.set_ylabel("target token (the node that predicted it)")
+    draw_bipartite_attention(matrix, source_words, target_words, ax=right, title="the bipartite graph, edge width = weight")
+    figure.tight_layout()
+    return save(figure, path, dpi=80)
+
+
+def run_charlm(args) -> dict | None:
+    """Train a decoder-only character model on Python's help texts; report held-out loss and a sample.
+
+    The model reads sequences of ``sequence_length`` characters on the sliding-window causal graph
+    (each character attends to the last ``attention_window`` ones): long positions at the cost
+    of short contexts, and the sample grows the same graph.
+    """
+    process, hp = _setup(args)
+    corpus = CharCorpus(python_help_text())
+    model = build_model("decoder", (len(corpus.vocab),), hp)
+    run_config = {"task": "charlm", "kind": "decoder", "vocab_sizes": [len(corpus.vocab)],
+                  "model": {k: hp[k] for k in MODEL_KEYS}, "vocabulary": corpus.vocab.symbols}
+    length, window = hp["sequence_length"], hp["attention_window"]
+    valid = LanguageModelExamples(corpus.test, length, attention_window=window)
+    trainer = _trainer(args, model, hp, process, run_config, eval_every=max(1, hp["steps"] // 5))
+    start = time.perf_counter()
+    trainer.fit(LanguageModelExamples(corpus.train, length, stride=length // 2, attention_window=window),
+                evaluate=lambda t: {"valid_loss": evaluate_loss(t.model, valid, device=process.device)})
+    train_time = time.perf_counter() - start
+    results = None
+    if process.is_main:
+        loss = evaluate_loss(model, valid, device=process.device)
+        generator = torch.Generator().manual_seed(args.seed)
+        prompt = args.prompt
+        sample_length = args.sample_length or length - len(prompt)  # the positions it was trained on
+        hypothesis = generate(model, [corpus.encode(prompt).to(process.device)], strategy="sample",
+                              max_new_tokens=sample_length, temperature=0.8, generator=generator,
+                              attention_window=window)[0]
+        sample = prompt + corpus.decode(hypothesis.tokens.tolist())
+        results = {"task": "charlm", "steps": trainer.step, "train_seconds": round(train_time, 1),
+                   "valid_loss_nats_per_char": round(loss, 4), "valid_bits_per_char": round(loss / 0.693147, 3),
+                   "sample": sample, "hyperparameters": hp}
+        print(f"\ncharlm: {trainer.step} steps in {results['train_seconds']} s; held-out loss "
+              f"{loss:.3f} nats/char ({results['valid_bits_per_char']} bits/char)")
+        print(f"sample (temperature 0.8, seed {args.seed}, prompt {prompt!r}):\n{sample}")
+        _write_results(args.out, results)
+    barrier()
+    shutdown()
+    return results
+
+
+def _write_results(out, results: dict) -> None:
+    path = Path(out) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
+                               else str(o)) + "\n")
