@@ -179,6 +179,9 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         if self.num_heads * self.head_dim != self.embed_dim:
             raise ValueError(f"head_dim={self.head_dim} gives {self.num_heads} x {self.head_dim} != embed_dim="
                              f"{self.embed_dim}: torch.nn.MultiheadAttention cannot hold these weights")
+        if self.qk_transform is not None or (self.scale is not None and self.scale != self.head_dim ** -0.5):
+            raise ValueError("this attention uses a qk_transform or a non-default scale, which "
+                             "torch.nn.MultiheadAttention does not have: no torch counterpart")
         return self._config_of(self)
 
     def extra_repr(self) -> str:

@@ -183,3 +183,11 @@ def test_key_value_cache_gives_the_full_computation_one_node_at_a_time():
     first = mha(x[:1], memory, memory, graphs.bipartite([3], [1]), cache=static)
     again = mha(x[:1], None, None, graphs.bipartite([3], [1]), cache=static)
     assert torch.equal(first, again) and static.num_sources == 3
+
+
+def test_to_torch_refuses_what_torch_cannot_hold():
+    with pytest.raises(ValueError, match="qk_transform or a non-default scale"):
+        GraphMultiheadAttention(8, 2, scale=1.0).to_torch()
+    with pytest.raises(ValueError, match="qk_transform or a non-default scale"):
+        GraphMultiheadAttention(8, 2, qk_transform=_Rotate()).to_torch()
+    assert isinstance(GraphMultiheadAttention(8, 2, scale=0.5).to_torch(), nn.MultiheadAttention)  # 1/sqrt(4)
