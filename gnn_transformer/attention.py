@@ -213,6 +213,12 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         v = nn.functional.linear(value, w_v, b_v).unflatten(-1, shape)  # (S, H, C)
         return self._transform(k, position, "key_position"), v
 
+    def _project_packed(self, x: Tensor, query_position: Tensor | None, key_position: Tensor | None):
+        """Self-attention's q, k, v (N, H, C) from one product with the packed ``in_proj_weight``."""
+        qkv = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias)  # (N, 3 * H * C)
+        q, k, v = qkv.unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(-3)  # each (N, H, C)
+        return self._transform(q, query_position, "query_position"), self._transform(k, key_position, "key_position"), v
+
     def _transform(self, x: Tensor, position: Tensor | None, name: str) -> Tensor:
         if self.qk_transform is None:
             return x
@@ -288,6 +294,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         and all S sources), which the fast backends reuse; weights are computed only when asked for.
         """
         check_node_features(query, self.embed_dim, "query")
+        q = None
         if cache is not None and cache.static and cache.filled:
             k, v = cache.key, cache.value
         else:
@@ -295,11 +302,15 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             check_node_features(value, self.vdim, "value")
             if key.size(0) != value.size(0):
                 raise ValueError(f"key has {key.size(0)} source tokens but value has {value.size(0)}")
-            k, v = self.project_key_value(key, value, key_position)
+            if query is key and key is value and self._qkv_same_embed_dim:  # self-attention: one matmul
+                q, k, v = self._project_packed(query, query_position, key_position)
+            else:
+                k, v = self.project_key_value(key, value, key_position)
             if cache is not None:
                 k, v = cache.append(k, v)
         check_edge_index(edge_index, num_sources=k.size(0), num_targets=query.size(0))
-        q = self.project_query(query, query_position)
+        if q is None:
+            q = self.project_query(query, query_position)
         out, weights = self.attend_projected(q, k, v, edge_index, edge_bias, need_weights=return_attention_weights)
         return (out, weights) if return_attention_weights else out
 
