@@ -47,3 +47,19 @@ def test_format_table_lines_up():
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "gnn_transformer", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "check" in result.stdout
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    """Without matplotlib, drawing a pattern says which extra to install (no traceback)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(SystemExit, match=r"needs matplotlib: pip install 'gnn-transformer\[viz\]'"):
+        main(["graph", "window", "--n", "6", "--out", "unused.png"])

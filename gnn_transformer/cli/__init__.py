@@ -20,9 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Optional dependencies and the extra that installs each.
+EXTRAS = {"matplotlib": "viz", "safetensors": "train", "transformers": "hf", "triton": "gpu"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ImportError as error:  # an optional extra is missing: say which, without a traceback
+        missing = (getattr(error, "name", None) or "").split(".")[0]
+        if missing in EXTRAS:
+            raise SystemExit(f"gnn-transformer {args.command} needs {missing}: "
+                             f"pip install 'gnn-transformer[{EXTRAS[missing]}]'") from None
+        raise SystemExit(f"gnn-transformer {args.command}: {error}") from None
 
 
 if __name__ == "__main__":  # pragma: no cover
