@@ -30,9 +30,9 @@ class TorchCounterpart:
 
     torch_class: type[nn.Module]
 
-    @staticmethod
-    def _config_of(module: nn.Module) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @classmethod
+    def _config_of(cls, module: nn.Module) -> dict:
+        raise TypeError(f"{cls.__name__} converts through its own from_torch/to_torch; it defines no _config_of")
 
     @classmethod
     def from_torch(cls, module: nn.Module, **options):

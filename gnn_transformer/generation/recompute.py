@@ -7,6 +7,7 @@ pass over every prefix per step, so it serves checks, not production.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Sequence
 
 import torch
@@ -19,7 +20,7 @@ from .growth import _as_token_list, _check_eval
 __all__ = ["PrefixScorer", "RecomputedSeq2SeqGraph", "RecomputedCausalGraph"]
 
 
-class PrefixScorer:
+class PrefixScorer(ABC):
     """Hypotheses as explicit token prefixes; subclasses score the last position of each.
 
     Implements the scorer protocol of :mod:`gnn_transformer.generation.search` (``start``,
@@ -49,8 +50,9 @@ class PrefixScorer:
         raise ValueError("attention weights per step come from the incremental path (GrowingSeq2SeqGraph, "
                          "GrowingCausalGraph); recomputed decoding does not record them")
 
+    @abstractmethod
     def _score(self, group: Tensor, prefixes: list[Tensor]) -> Tensor:
-        raise NotImplementedError
+        """(n, V) log-probabilities of the token after each prefix."""
 
 
 def _last_of_each(lengths: Sequence[int]) -> Tensor:

@@ -1,6 +1,7 @@
 """Vocabularies and the seq2seq task protocol: generated examples, a disjoint held-out split."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import random
 import zlib
 from typing import Sequence
@@ -42,7 +43,7 @@ class Vocabulary:
         return out
 
 
-class Seq2SeqTask:
+class Seq2SeqTask(ABC):
     """A task whose examples are generated: subclasses define the vocabularies and :meth:`sample`.
 
     The held-out split is decided by the source itself (a CRC32 hash), so no test source
@@ -56,8 +57,9 @@ class Seq2SeqTask:
     left_out_lengths: tuple[int, ...] = ()
     held_out_fraction = 5  # one source in this many is held out
 
+    @abstractmethod
     def sample(self, rng: random.Random) -> tuple[list[str], list[str]]:
-        raise NotImplementedError
+        """One (source, target) pair of symbols."""
 
     def is_held_out(self, source: Sequence[str]) -> bool:
         return zlib.crc32(" ".join(source).encode()) % self.held_out_fraction == 0
@@ -85,5 +87,6 @@ class Seq2SeqTask:
         return self.src_vocab.encode(pair[0]), self.tgt_vocab.encode(pair[1])
 
     @property
+    @abstractmethod
     def max_target_length(self) -> int:
-        raise NotImplementedError
+        """The longest target the task can generate (bounds decoding)."""

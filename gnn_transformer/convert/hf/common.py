@@ -10,6 +10,7 @@ as in the original's plain forward call).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,7 @@ def per_layer_entries(graph_prefix: str, hf_prefix: str, pairs: list[tuple]) -> 
     return entries
 
 
-class HFGraphModel(nn.Module):
+class HFGraphModel(nn.Module, ABC):
     """Base of the imported models: builds from a ``transformers`` model and moves weights both ways."""
 
     hf_classes: tuple[str, ...] = ()
@@ -64,8 +65,9 @@ class HFGraphModel(nn.Module):
 
     hf_buffers: tuple[str, ...] = ()  # buffers of the original that hold weights (BART's final_logits_bias)
 
-    def weight_map(self) -> list[WeightEntry]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def weight_map(self) -> list[WeightEntry]:
+        """How each tensor of the original maps to the graph model."""
 
     def _graph_tensors(self) -> dict[str, Tensor]:
         return {**dict(self.named_parameters()), **{name: b for name, b in self.named_buffers() if name in
@@ -216,9 +218,9 @@ class Seq2SeqGraphModel(HFGraphModel):
 
     shift_input_ids = False  # BART: without decoder inputs or labels, the decoder reads input_ids shifted right
 
-    def logits(self, pair: PaddedPair) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+    @abstractmethod
+    def logits(self, pair: PaddedPair) -> tuple[Tensor, Tensor]:
         """Logits (B, T, vocab) and the encoder output (B * S, d) of a padded pair."""
-        raise NotImplementedError
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 decoder_input_ids: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
