@@ -177,3 +177,24 @@ def test_bad_inputs():
     t5, t5_graph = model_pair("t5")
     with pytest.raises(ValueError, match="GraphT5ForConditionalGeneration needs decoder_input_ids"):
         t5_graph(input_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_unsupported_configurations_are_named():
+    """What the importers do not reproduce raises an error that names it, instead of a wrong model."""
+    gpt2 = small_model("gpt2", **SIZES)
+    gpt2.config.add_cross_attention = True
+    with pytest.raises(NotImplementedError, match="GPT-2 with add_cross_attention"):
+        from_hf(gpt2)
+    gpt2 = small_model("gpt2", attn_implementation="eager", **SIZES)
+    gpt2.config.reorder_and_upcast_attn = True
+    with pytest.raises(NotImplementedError, match="reorder_and_upcast_attn"):
+        from_hf(gpt2)
+    bert = small_model("bert", **SIZES)
+    bert.config.add_cross_attention = True
+    with pytest.raises(NotImplementedError, match="BERT with add_cross_attention"):
+        from_hf(bert)
+    for arch, embedding in (("t5", lambda m: m.encoder), ("bart", lambda m: m.model.encoder)):
+        model = small_model(arch, **SIZES)
+        embedding(model).embed_tokens = torch.nn.Embedding(*model.get_input_embeddings().weight.shape)
+        with pytest.raises(NotImplementedError, match="embedding is not the shared one"):
+            from_hf(model)
