@@ -90,3 +90,4 @@ def test_bad_use_is_named(model, batch):
         recording.output("nope")
     with pytest.raises(KeyError, match="no 'cross' attention of layer 5"):
         recording.attention_of("cross", 5)
+
