@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-
 from gnn_transformer.demo import demo_batch, demo_model
 
 
