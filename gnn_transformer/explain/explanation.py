@@ -157,15 +157,15 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
                              "encoder-decoder model with a vocabulary)")
         batch = demo_batch(source_vocabulary)
     _check_batch(model, batch)
+    num_classes = model.generator.out_features
+    if target_vocabulary is not None and len(target_vocabulary) != num_classes:
+        raise ValueError(f"the model predicts {num_classes} classes but the vocabulary has {len(target_vocabulary)} "
+                         "symbols; pass the vocabulary the model was built for")
     if isinstance(model, GraphTransformerModel):
         labels = {"source": _labels(batch["src"].x, source_vocabulary, "source"),
                   "target": _labels(batch["tgt"].x, target_vocabulary, "target")}
     else:
         labels = {"tokens": _labels(batch.x, source_vocabulary, "input")}
-    num_classes = model.generator.out_features
-    if target_vocabulary is not None and len(target_vocabulary) != num_classes:
-        raise ValueError(f"the model predicts {num_classes} classes but the vocabulary has {len(target_vocabulary)} "
-                         "symbols; pass the vocabulary the model was built for")
     output_words = target_vocabulary.symbols if target_vocabulary is not None else [str(c) for c in range(num_classes)]
     was_training = model.training
     model.eval()

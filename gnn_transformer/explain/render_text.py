@@ -8,7 +8,7 @@ from __future__ import annotations
 import textwrap
 from typing import Sequence
 
-from .document import Stage, Table
+from .document import ELLIPSIS, Stage, Table
 
 __all__ = ["format_cell", "render_table", "render_stage", "render_text", "LINE_WIDTH"]
 
@@ -55,7 +55,8 @@ def render_table(table: Table, digits: int, width: int = LINE_WIDTH) -> str:
         columns = list(range(table.keys)) + block
         title = table.title
         if len(blocks) > 1:
-            title += f"  [columns {table.columns[block[0]]}..{table.columns[block[-1]]}, part {number + 1} of {len(blocks)}]"
+            names = [table.columns[c] for c in block if table.columns[c] != ELLIPSIS]
+            title += f"  [columns {names[0]}..{names[-1]}, part {number + 1} of {len(blocks)}]"
         out += [_INDENT + title, line(table.columns, columns)]
         out += [line(row, columns) for row in cells]
         out.append("")

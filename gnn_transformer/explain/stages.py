@@ -34,9 +34,9 @@ def embedding_stages(side: str, labels: Sequence[str], embedded: Tensor, positio
         fed: words on what this side is fed (the decoder's teacher forcing).
     """
     d_model = embedded.size(-1)
-    word = side.capitalize()
+    word = {"source": "Source tokens", "target": "Target tokens"}.get(side, "Tokens")
     embedding = Stage(
-        f"{side}.embedding", f"{word} tokens: embedding × √d_model",
+        f"{side}.embedding", f"{word}: embedding × √d_model",
         f"e_i = E[token_i] · √d_model          (√{d_model} = {math.sqrt(d_model):.4g})",
         "Each token id picks one row of a learned table E (one vector of d_model numbers per word of the "
         "vocabulary); the paper multiplies it by √d_model so that it has about the size of the positional "
@@ -46,7 +46,7 @@ def embedding_stages(side: str, labels: Sequence[str], embedded: Tensor, positio
         [node_table("token embeddings e (one row per node)", labels, [("e", embedded)], max_features)],
     )
     encoding = Stage(
-        f"{side}.positional", f"{word} tokens: positional encoding",
+        f"{side}.positional", f"{word}: positional encoding",
         "PE(pos, 2k) = sin(pos / 10000^(2k / d_model)),   PE(pos, 2k+1) = cos(pos / 10000^(2k / d_model))",
         "Attention sums over a set of edges and ignores their order, so each token's position is written into "
         "its vector. The encoding is added, not concatenated: it has the same width d_model, and the model "
@@ -57,7 +57,7 @@ def embedding_stages(side: str, labels: Sequence[str], embedded: Tensor, positio
                     extra=[("pos", positions)])],
     )
     total = Stage(
-        f"{side}.input", f"{word} tokens: embedding + positional encoding",
+        f"{side}.input", f"{word}: embedding + positional encoding",
         "x_i = e_i + PE(pos_i)          (then dropout, the identity at inference)",
         "The sum is each node's input to the first layer.",
         [_shape("x", summed, "N, d_model")],
@@ -76,7 +76,7 @@ def _edge_list_table(title: str, edge_index: Tensor, query_labels: Sequence[str]
         if len(sources) > MAX_SOURCES_LISTED:
             named.append(ELLIPSIS)
         rows.append([i, label, len(sources), " ".join(named) or "(none)"])
-    return Table(title, ["i", "token", "edges in", "sources j:token"], rows)
+    return Table(title, ["i", "token", "in-degree", "sources j:token"], rows)
 
 
 def graph_stage(key: str, title: str, text: str, graphs: Sequence[tuple[str, Tensor, Sequence[str], Sequence[str]]]) -> Stage:
@@ -193,7 +193,7 @@ def output_stages(labels: Sequence[str], logits: Tensor, vocabulary_words: Seque
         for rank in range(count):
             row += [words[int(best.indices[i, rank])], float(best.values[i, rank])]
         top_rows.append(row)
-    top_columns = ["i", "token"] + [name for rank in range(1, count + 1) for name in (f"word {rank}", f"p {rank}")]
+    top_columns = ["i", "token"] + [name for rank in range(1, count + 1) for name in (f"word{rank}", f"p{rank}")]
     logit_stage = Stage(
         "output.logits", "Output: logits",
         "logits_i = y_i W_out + b_out          (one score per vocabulary word)",
