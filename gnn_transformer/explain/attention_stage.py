@@ -74,13 +74,14 @@ def _projection_tables(record: AttentionRecord, head: int, query_labels, key_lab
 
 
 def attention_stage(key: str, title: str, record: AttentionRecord, query_labels: Sequence[str],
-                    key_labels: Sequence[str], *, self_attention: bool, max_features: int) -> Stage:
+                    key_labels: Sequence[str], *, self_attention: bool, max_features: int, note: str = "") -> Stage:
     """The stage of one attention: per head projections, edges, aggregation; then heads joined.
 
     Args:
         record: the attention as the model computed it.
         query_labels, key_labels: the token of each target (query) and source (key) node.
         self_attention: queries and keys are the same tokens (one projection table per head).
+        note: more words, said last (e.g. about the graph).
     """
     num_targets, num_heads, head_dim = record.query.shape  # (T, H, C)
     num_sources = record.key.size(0)
@@ -102,7 +103,8 @@ def attention_stage(key: str, title: str, record: AttentionRecord, query_labels:
         tables.append(node_table("output projection: Concat(...) W_O + b_O", query_labels,
                                  [("o", record.output)], max_features))
     bias_words = " A per-edge bias is added to each score (column bias)." if record.edge_bias is not None else ""
-    words = _WORDS["self" if self_attention else "cross"] + " " + _MESSAGE_PASSING + bias_words
+    words = " ".join(part for part in (_WORDS["self" if self_attention else "cross"], _MESSAGE_PASSING + bias_words,
+                                       note) if part)
     shapes = [f"q: (T, H, d_k) = ({num_targets}, {num_heads}, {head_dim})",
               f"k: (S, H, d_k) = ({num_sources}, {num_heads}, {head_dim})",
               f"v: (S, H, d_v) = ({num_sources}, {num_heads}, {value_dim})",

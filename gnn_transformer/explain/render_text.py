@@ -5,6 +5,7 @@ than the line is cut into blocks of columns, each repeating the row labels.
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Sequence
 
@@ -24,18 +25,20 @@ def format_cell(cell, digits: int) -> str:
 
 
 def _column_blocks(widths: list[int], keys: int, limit: int) -> list[list[int]]:
-    """Split the non-key columns into consecutive blocks that fit ``limit`` with the key columns."""
+    """Split the non-key columns into consecutive blocks that fit ``limit`` with the key columns,
+    as few as possible and of about equal size."""
     key_width = sum(widths[:keys]) + 2 * keys
-    blocks, block, used = [], [], key_width
-    for column in range(keys, len(widths)):
-        if block and used + widths[column] + 2 > limit:
-            blocks.append(block)
-            block, used = [], key_width
-        block.append(column)
-        used += widths[column] + 2
-    if block or not blocks:
-        blocks.append(block)
-    return blocks
+
+    def fits(block: list[int]) -> bool:
+        return key_width + sum(widths[c] + 2 for c in block) <= limit or len(block) == 1
+
+    columns = list(range(keys, len(widths)))
+    for count in range(1, max(1, len(columns)) + 1):
+        size = math.ceil(len(columns) / count) if columns else 0
+        blocks = [columns[start:start + size] for start in range(0, len(columns), size)] if columns else [[]]
+        if all(fits(block) for block in blocks):
+            return blocks
+    return [[column] for column in columns]
 
 
 def render_table(table: Table, digits: int, width: int = LINE_WIDTH) -> str:

@@ -207,8 +207,8 @@ def output_stages(labels: Sequence[str], logits: Tensor, vocabulary_words: Seque
         "output.probabilities", "Output: probabilities",
         "p_i(w) = exp(logits_i(w)) / Σ_w' exp(logits_i(w'))",
         "A softmax over the vocabulary (the last axis) turns each row of logits into a probability "
-        "distribution over the next word (an untrained model, like the demo's, predicts at random: its numbers "
-        "show how the computation flows, not a translation).",
+        "distribution over the next word (an untrained model, like the demo's, has no reason to prefer the right "
+        "word: its numbers show how the computation flows, not a translation).",
         [_shape("p", probabilities, "T, vocabulary")],
         [vocabulary_table("probabilities (each row sums to 1)", probabilities),
          Table(f"top {count} predicted next words", top_columns, top_rows)],

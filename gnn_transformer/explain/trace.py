@@ -31,6 +31,11 @@ _TEACHER_FORCING = (
     "feeds back its own predictions, one new node at a time."
 )
 
+_MASKING = (
+    "The mask is the graph: a token has no edge from a later token, so its softmax runs over itself and the "
+    "earlier tokens only (the dense form gives the missing pairs a score of -inf)."
+)
+
 
 @dataclass
 class _Stack:
@@ -87,7 +92,8 @@ def _layer_stages(stack: _Stack, recording: Recording, index: int, options: _Opt
         else:
             record = recording.attention_of("cross" if part == "cross_attention" else _self_kind(stack), index)
             keys = stack.memory_labels if part == "cross_attention" else labels
-            sublayer = attention_stage(key, f"{head} · {title}", record, labels, keys,
+            note = _MASKING if part == "self_attention" and stack.graph == "causal" else ""
+            sublayer = attention_stage(key, f"{head} · {title}", record, labels, keys, note=note,
                                        self_attention=part == "self_attention", max_features=options.max_features)
             output = record.output
         norm_title = f"{head} · norm{number}"
