@@ -22,8 +22,8 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--source", default=" ".join(DEMO_SOURCE), help="source words, separated by spaces")
     parser.add_argument("--target", default=None,
-                        help="target words the decoder is fed, starting with <s> (default: "
-                             f"'{' '.join(DEMO_TARGET)}' for the demo, '<s>' for a checkpoint)")
+                        help="target words the decoder is fed, starting with <s>; when not given: "
+                             f"'{' '.join(DEMO_TARGET)}' for the demo, '<s>' for a checkpoint")
     parser.add_argument("--layers", type=int, default=2, help="layers of each stack shown in full")
     parser.add_argument("--digits", type=int, default=3, help="digits after the decimal point")
     parser.add_argument("--max-features", dest="max_features", type=int, default=16,
