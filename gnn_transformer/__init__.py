@@ -68,6 +68,7 @@ nested tensors) off, because torch's fused kernels differ from its math path by 
 """
 from . import functional, graphs
 from . import analysis, patterns  # the graph-view lab
+from . import explain  # every stage of one forward pass, with its numbers
 from .attention import GraphMultiheadAttention
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
 from .functional import available_backends, graph_attention, select_backend
@@ -83,6 +84,7 @@ __all__ = [
     "functional",
     "patterns",
     "analysis",
+    "explain",
     "graph_attention",
     "available_backends",
     "select_backend",

@@ -1,0 +1,178 @@
+"""``explain(model, batch)``: run one forward pass, record it, and lay it out stage by stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..demo import demo_batch, demo_model
+from ..model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
+from ..recording import record
+from ..tasks.base import Vocabulary
+from .document import Stage
+from .render_html import render_fragment, render_html
+from .render_text import render_text
+from .trace import trace_stages
+
+__all__ = ["Explanation", "explain", "MAX_DIGITS"]
+
+MAX_DIGITS = 8
+SUPPORTED = (GraphTransformerModel, GraphEncoderModel, GraphDecoderModel)
+
+
+@dataclass
+class Explanation:
+    """The stages of one forward pass, with the tensors' values, ready to print or to save.
+
+    Attributes:
+        stages: every :class:`~.document.Stage` in the order the model computes them.
+        digits: digits after the decimal point in the text and the page.
+        heading: one line naming the model and its input.
+    """
+
+    stages: list[Stage]
+    digits: int
+    heading: str
+
+    def stage(self, key: str) -> Stage:
+        """The stage with this key, e.g. ``"encoder.0.self_attention"``."""
+        for stage in self.stages:
+            if stage.key == key:
+                return stage
+        raise KeyError(f"no stage {key!r}; stages: {[s.key for s in self.stages]}")
+
+    def text(self) -> str:
+        """The explanation as plain text for a terminal (lines of at most about 110 characters)."""
+        return render_text(self.stages, self.digits, self.heading)
+
+    def html(self) -> str:
+        """The explanation as one self-contained HTML page (inline CSS, no script, no external resource)."""
+        return render_html(self.stages, self.digits, self.heading)
+
+    def save_html(self, path: str | Path) -> Path:
+        """Write :meth:`html` to ``path`` (UTF-8) and return the path."""
+        path = Path(path)
+        path.write_text(self.html(), encoding="utf-8")
+        return path
+
+    def _repr_html_(self) -> str:
+        return render_fragment(self.stages, self.digits, self.heading)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        return f"Explanation({len(self.stages)} stages, digits={self.digits}: {self.heading})"
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _vocabularies(vocabulary) -> tuple[Vocabulary | None, Vocabulary | None]:
+    """``None``, one :class:`Vocabulary` for both sides, or a (source, target) pair."""
+    if vocabulary is None or isinstance(vocabulary, Vocabulary):
+        return vocabulary, vocabulary
+    if isinstance(vocabulary, (tuple, list)) and len(vocabulary) == 2 and all(
+            isinstance(v, Vocabulary) for v in vocabulary):
+        return vocabulary[0], vocabulary[1]
+    raise TypeError("vocabulary must be a Vocabulary, a (source, target) pair of them, or None (token ids are "
+                    f"shown as numbers), got {type(vocabulary).__name__}")
+
+
+def _labels(tokens: torch.Tensor, vocabulary: Vocabulary | None, side: str) -> list[str]:
+    ids = tokens.tolist()
+    if vocabulary is None:
+        return [str(token) for token in ids]
+    too_large = sorted({token for token in ids if token >= len(vocabulary)})
+    if too_large:
+        raise ValueError(f"the {side} tokens hold ids {too_large} but the {side} vocabulary has only "
+                         f"{len(vocabulary)} symbols; pass the vocabulary the model was trained with")
+    return [vocabulary.symbols[token] for token in ids]
+
+
+def _check_batch(model: nn.Module, batch) -> None:
+    if isinstance(model, GraphTransformerModel):
+        if not (hasattr(batch, "node_types") and {"src", "tgt"} <= set(batch.node_types)):
+            raise TypeError("a GraphTransformerModel is explained on a seq2seq batch (HeteroData with node types "
+                            "'src' and 'tgt'); build one with gnn_transformer.graphs.seq2seq_batch([src], [tgt])")
+    elif not all(hasattr(batch, key) for key in ("x", "position", "edge_index")) or hasattr(batch, "node_types"):
+        raise TypeError(f"a {type(model).__name__} is explained on a Data with x, position and edge_index; build "
+                        "one with gnn_transformer.graphs.sequence_data(tokens, graph)")
+
+
+def _heading(model: nn.Module, labels: dict[str, list[str]]) -> str:
+    d_model = model.generator.in_features
+    if isinstance(model, GraphTransformerModel):
+        layers = f"{len(model.transformer.encoder.layers)}+{len(model.transformer.decoder.layers)} layers"
+        words = f"'{' '.join(labels['source'])}' -> '{' '.join(labels['target'])}'"
+        heads = model.transformer.encoder.layers[0].self_attn.num_heads
+    else:
+        layers = f"{len(model.encoder.layers)} layers"
+        words = f"'{' '.join(labels['tokens'])}'"
+        heads = model.encoder.layers[0].self_attn.num_heads
+    return f"{type(model).__name__} (d_model {d_model}, {heads} heads, {layers}) on {words}"
+
+
+def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabulary | Sequence[Vocabulary] | None = None,
+            layers: int = 2, digits: int = 3, max_features: int = 16) -> Explanation:
+    """Run one forward pass of ``model`` on ``batch`` and explain it stage by stage, with its numbers.
+
+    Without a model, the seeded demo model (d_model 8, 2 heads, 2 encoder and 2 decoder layers)
+    and its vocabulary are used; without a batch, "the cat sat" -> "<s> le chat".
+
+    Args:
+        model: a :class:`GraphTransformerModel`, :class:`GraphEncoderModel` or :class:`GraphDecoderModel`.
+            It runs in eval mode (no dropout) on the reference backend; its mode is restored afterwards.
+        batch: the model's input (``graphs.seq2seq_batch`` for the encoder-decoder,
+            ``graphs.sequence_data`` for a single stack).  Small inputs read best: every edge is a row.
+        vocabulary: turns token ids into words; a (source, target) pair for two vocabularies;
+            ``None`` shows ids as numbers.
+        layers: how many layers of each stack are shown in full; later ones show their output only.
+        digits: digits after the decimal point (1 to 8).
+        max_features: vectors longer than this show their first ``max_features`` values and an ellipsis.
+
+    Returns:
+        an :class:`Explanation` (``.stages``, ``.text()``, ``.html()``, ``.save_html(path)``).
+    """
+    digits = _check_int("digits", digits, 1, MAX_DIGITS)
+    layers = _check_int("layers", layers, 0)
+    max_features = _check_int("max_features", max_features, 1)
+    if model is None:
+        model, demo_vocabulary = demo_model()
+        vocabulary = demo_vocabulary if vocabulary is None else vocabulary
+    elif not isinstance(model, SUPPORTED):
+        raise TypeError(f"explain supports {', '.join(cls.__name__ for cls in SUPPORTED)}, got "
+                        f"{type(model).__name__}; record other modules with gnn_transformer.recording.record")
+    source_vocabulary, target_vocabulary = _vocabularies(vocabulary)
+    if batch is None:
+        if not isinstance(model, GraphTransformerModel) or source_vocabulary is None:
+            raise ValueError("give a batch for this model (explain builds the demo sentence pair only for an "
+                             "encoder-decoder model with a vocabulary)")
+        batch = demo_batch(source_vocabulary)
+    _check_batch(model, batch)
+    num_classes = model.generator.out_features
+    if target_vocabulary is not None and len(target_vocabulary) != num_classes:
+        raise ValueError(f"the model predicts {num_classes} classes but the vocabulary has {len(target_vocabulary)} "
+                         "symbols; pass the vocabulary the model was built for")
+    if isinstance(model, GraphTransformerModel):
+        labels = {"source": _labels(batch["src"].x, source_vocabulary, "source"),
+                  "target": _labels(batch["tgt"].x, target_vocabulary, "target")}
+    else:
+        labels = {"tokens": _labels(batch.x, source_vocabulary, "input")}
+    output_words = target_vocabulary.symbols if target_vocabulary is not None else [str(c) for c in range(num_classes)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), record(model) as recording:
+            model(batch)
+    finally:
+        model.train(was_training)
+    stages = trace_stages(model, batch, recording, labels, output_words, layers=layers, max_features=max_features)
+    return Explanation(stages, digits, _heading(model, labels))
