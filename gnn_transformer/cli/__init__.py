@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` which sets ``func``.
-SUBCOMMANDS = ("check", "graph", "experiment", "train")
+SUBCOMMANDS = ("check", "graph", "experiment", "train", "explore")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ Example::
     >>> from gnn_transformer.explorer import explore
     >>> page = explore()                          # the demo model: "the cat sat" -> "<s> le chat"
     >>> page.save("explorer.html")                # or, in Jupyter, just `page`
-    >>> explore(pattern="window", radius=1, n=8)  # a pattern's edges, any option of `graph`
+    >>> explore(pattern="window", pattern_options={"radius": 1, "n": 8})  # options of `graph`
     >>> explore(model, batch, vocabulary=vocab)   # your model
     >>> explore(checkpoint="runs/translate")      # a trained model's alignment
 
@@ -54,7 +54,7 @@ class Explorer:
 def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | None = None,
             pattern: str | None = None, checkpoint: str | Path | None = None,
             source: Sequence[str] | None = None, target: Sequence[str] | None = None,
-            title: str | None = None, **pattern_options) -> Explorer:
+            title: str | None = None, pattern_options: dict | None = None) -> Explorer:
     """Run a model once and return the :class:`Explorer` of its attention.
 
     Give one of:
@@ -65,7 +65,8 @@ def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | 
       ``seq2seq_batch``, or a :class:`GraphEncoderModel` / :class:`GraphDecoderModel` on a
       ``Data``); ``vocabulary`` (one or a (source, target) pair) or ``labels`` name the tokens;
     * ``pattern``: a pattern of ``gnn-transformer graph`` (``"window"``, ``"rows"``, ...) with
-      its options as keywords (``n=8, radius=1``); a small seeded encoder runs on its edges;
+      its options in ``pattern_options`` (``{"n": 8, "radius": 1}``, the command's names with
+      underscores); a small seeded encoder runs on its edges;
     * ``checkpoint``: a run folder of ``gnn-transformer train`` (a seq2seq task), shown on one
       held-out sentence (or on ``source``, fed ``target`` or its own greedy translation).
     """
@@ -74,11 +75,11 @@ def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | 
     if len(given) > 1:
         raise ValueError(f"give one of model (with batch), pattern or checkpoint, not {' and '.join(given)}")
     if pattern_options and pattern is None:
-        raise TypeError(f"unexpected keyword arguments {sorted(pattern_options)} (pattern options need pattern=)")
+        raise ValueError(f"pattern_options {sorted(pattern_options)} were given without a pattern")
     if (model is None) != (batch is None):
         raise ValueError("give model and batch together (the batch the model reads), or neither")
     if pattern is not None:
-        data = pattern_data(pattern, **pattern_options)
+        data = pattern_data(pattern, **(pattern_options or {}))
     elif checkpoint is not None:
         data = checkpoint_data(checkpoint, source, target)
     elif model is not None:

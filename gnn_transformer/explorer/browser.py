@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["CHROMIUM_ARGS", "find_chromium", "launch_chromium", "offline_page", "screenshot"]
 
@@ -54,10 +55,11 @@ def offline_page(browser, *, width: int = 1280, height: int = 800, scale: float 
 
 
 def screenshot(page_path: str | Path, png_path: str | Path, *, width: int = 1280, height: int = 800,
-               scale: float = 1.0, browser=None) -> Path:
+               scale: float = 1.0, prepare: Callable | None = None, browser=None) -> Path:
     """Open the explorer page ``page_path`` and save a full-page PNG to ``png_path``.
 
-    ``browser``: a launched Playwright browser to reuse (otherwise one is started and closed).
+    ``prepare(page)`` may choose a view or hover something first; ``browser``: a launched
+    Playwright browser to reuse (otherwise one is started and closed).
     """
     page_path, png_path = Path(page_path).resolve(), Path(png_path)
     if browser is None:
@@ -66,13 +68,16 @@ def screenshot(page_path: str | Path, png_path: str | Path, *, width: int = 1280
         with sync_playwright() as playwright:
             launched = launch_chromium(playwright)
             try:
-                return screenshot(page_path, png_path, width=width, height=height, scale=scale, browser=launched)
+                return screenshot(page_path, png_path, width=width, height=height, scale=scale, prepare=prepare,
+                                  browser=launched)
             finally:
                 launched.close()
     page, refused = offline_page(browser, width=width, height=height, scale=scale)
     try:
         page.goto(page_path.as_uri())
         page.wait_for_selector("#graph .edge")
+        if prepare is not None:
+            prepare(page)
         if refused:
             raise RuntimeError(f"the page asked the network for {refused}")
         png_path.parent.mkdir(parents=True, exist_ok=True)

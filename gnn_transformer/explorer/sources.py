@@ -28,6 +28,8 @@ PATTERN_MODEL = dict(d_model=8, nhead=2, num_layers=2, dim_feedforward=16, dropo
 def demo_data(source: Sequence[str] = DEMO_SOURCE, target: Sequence[str] = DEMO_TARGET) -> dict:
     """The demo model on ``source`` -> ``target`` (words of :data:`gnn_transformer.demo.DEMO_WORDS`)."""
     model, vocabulary = demo_model()
+    _encode(vocabulary, source, "source")
+    _encode(vocabulary, target, "target")
     return run_data(model, demo_batch(vocabulary, source, target), vocabulary=vocabulary,
                     title="demo model (untrained): " + " ".join(source) + " \u2192 " + " ".join(target))
 
@@ -69,6 +71,8 @@ def pattern_data(name: str, **options) -> dict:
     except SystemExit as error:  # the edge-list reader's message for a missing --file
         raise ValueError(str(error)) from None
     num_nodes = pattern.num_nodes
+    if num_nodes < 1:
+        raise ValueError(f"pattern {name} has no tokens with these options; ask for at least one (--n 1 or more)")
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = GraphEncoderModel(num_nodes, **PATTERN_MODEL).eval()
@@ -142,9 +146,9 @@ def checkpoint_data(directory: str | Path, source: Sequence[str] | None = None,
     else:
         target_ids = [vocab.bos, *_encode(vocab, target, "target")]
     batch = seq2seq_batch([torch.tensor(source_ids)], [torch.tensor(target_ids)])
-    step = _saved_step(folder)
+    steps = _saved_step(folder)
     return run_data(model, batch, vocabulary=(task.src_vocab, vocab),
-                    title=f"{config['task']}, trained {step} steps: " + " ".join(task.src_vocab.decode(source_ids)))
+                    title=f"{config['task']} after {steps} training steps: " + " ".join(task.src_vocab.decode(source_ids)))
 
 
 def _saved_step(folder: Path) -> int | str:
