@@ -397,12 +397,13 @@
   function fillControls() {
     var layers = viewsOf(state.kind).map(function (v) { return v.layer; });
     if (layers.indexOf(state.layer) < 0) { state.layer = layers[0]; }
-    options(byId("layer"), layers.map(function (l) { return [String(l), String(l + 1)]; }), String(state.layer));
+    // option values count from 1 like their labels, so that a value never names another option's label
+    options(byId("layer"), layers.map(function (l) { return [String(l + 1), String(l + 1)]; }), String(state.layer + 1));
     var heads = currentView().heads, items = [];
-    for (var h = 0; h < heads; h += 1) { items.push([String(h), String(h + 1)]); }
+    for (var h = 0; h < heads; h += 1) { items.push([String(h + 1), String(h + 1)]); }
     items.push(["mean", "mean of heads"]);
     if (state.head !== "mean" && Number(state.head) >= heads) { state.head = "0"; }
-    options(byId("head"), items, state.head);
+    options(byId("head"), items, state.head === "mean" ? "mean" : String(Number(state.head) + 1));
   }
 
   options(byId("kind"), data.kinds.map(function (k) { return [k.kind, k.label]; }), state.kind);
@@ -412,12 +413,12 @@
     render();
   });
   byId("layer").addEventListener("change", function (event) {
-    state.layer = Number(event.target.value);
+    state.layer = Number(event.target.value) - 1;
     fillControls();
     render();
   });
   byId("head").addEventListener("change", function (event) {
-    state.head = event.target.value;
+    state.head = event.target.value === "mean" ? "mean" : String(Number(event.target.value) - 1);
     render();
   });
   fillControls();
