@@ -41,10 +41,10 @@ page = explorer.save(OUT / "explorer.html")
 def prepare(tab):
     for control, value in view.items():
         tab.select_option(f"#{control}", value=value)
-    target = len(explorer.data["tokens"]["target"]) - 2
+    target = len(explorer.data["tokens"]["target"]) * 2 // 3  # its tooltip opens over the graph, not the matrix
     tab.hover(f'#graph .node.query[data-index="{target}"]')
 
 
-png = screenshot(page, OUT / "explorer.png", width=1200, height=560, prepare=prepare)
+png = screenshot(page, OUT / "explorer.png", width=1280, height=560, prepare=prepare)
 page.unlink()  # the picture is the point; `gnn-transformer explore` writes pages
 print(f"wrote {png}")

@@ -81,31 +81,35 @@
 
   function textWidth(label) { return Math.max(28, 7.2 * String(label).length + 16); }
 
-  function lineLayout(labels, y, step, left) {
-    return labels.map(function (label, k) { return { x: left + k * step, y: y, w: textWidth(label) }; });
+  /* Tokens on a row, each as wide as its label; few tokens spread out, many sit close. */
+  function lineLayout(labels, y, left) {
+    var widths = labels.map(textWidth), total = widths.reduce(function (a, b) { return a + b; }, 0);
+    var gap = labels.length > 1 ? Math.max(12, Math.min(90, (560 - total) / (labels.length - 1))) : 0;
+    var x = left;
+    return labels.map(function (label, k) {
+      var node = { x: x + widths[k] / 2, y: y, w: widths[k] };
+      x += widths[k] + gap;
+      return node;
+    });
   }
 
-  function stepFor(labels) {  // few tokens far apart, many tokens as close as their labels allow
-    var widest = Math.max.apply(null, labels.map(textWidth));
-    return Math.max(widest + 10, Math.min(130, 640 / labels.length));
-  }
+  function rowWidth(nodes) { var last = nodes[nodes.length - 1]; return last.x + last.w / 2 - nodes[0].x + nodes[0].w / 2; }
 
   function arcReach(distance) { return Math.min(10 + 0.34 * distance, 170); }
 
   function layoutSelf(view) {
     var labels = tokensOf(view.keys);
     if (data.layout === "grid" && data.grid) { return layoutGrid(labels); }
-    var step = stepFor(labels), n = labels.length;
-    var span = function (above) {  // the longest edge above (earlier key) or below (later key) the line
+    var nodes = lineLayout(labels, 0, 20);
+    var reach = function (above) {  // the highest arc above (earlier keys) or below (later keys) the line
       return view.edges.reduce(function (most, e) {
-        return (e[0] < e[1]) === above ? Math.max(most, Math.abs(e[1] - e[0])) : most;
+        return (e[0] < e[1]) === above ? Math.max(most, arcReach(Math.abs(nodes[e[1]].x - nodes[e[0]].x))) : most;
       }, 0);
     };
-    var up = Math.max(arcReach(step * span(true)), 34), down = arcReach(step * span(false));
-    var y = 16 + up, left = 20 + textWidth(labels[0]) / 2;
-    var nodes = lineLayout(labels, y, step, left);
-    return { keys: nodes, queries: nodes, width: left + (n - 1) * step + textWidth(labels[n - 1]) / 2 + 20,
-             height: y + down + 24, shape: "pill", curve: "arc" };
+    var up = Math.max(reach(true), 34), down = reach(false);
+    nodes.forEach(function (node) { node.y = 16 + up; });
+    return { keys: nodes, queries: nodes, width: rowWidth(nodes) + 40, height: 16 + up + down + 24,
+             shape: "pill", curve: "arc" };
   }
 
   function layoutGrid(labels) {
@@ -122,15 +126,15 @@
   }
 
   function layoutCross(view) {
-    var keys = tokensOf(view.keys), queries = tokensOf(view.queries);
-    var step = Math.max(stepFor(keys), stepFor(queries));
-    var span = Math.max(keys.length, queries.length) - 1;
-    var width = 2 * 70 + span * step;
-    function row(labels, y) {
-      return lineLayout(labels, y, step, width / 2 - (labels.length - 1) * step / 2);
-    }
-    return { keys: row(keys, 46), queries: row(queries, 46 + Math.max(170, 24 * span)), width: width,
-             height: 46 + Math.max(170, 24 * span) + 46, shape: "pill", curve: "straight" };
+    var keys = lineLayout(tokensOf(view.keys), 46, 0), queries = lineLayout(tokensOf(view.queries), 0, 0);
+    var width = Math.max(rowWidth(keys), rowWidth(queries)) + 40;
+    var depth = Math.max(170, 14 * Math.max(keys.length, queries.length));
+    [[keys, rowWidth(keys)], [queries, rowWidth(queries)]].forEach(function (row) {  // centre both rows
+      var shift = (width - row[1]) / 2 - (row[0][0].x - row[0][0].w / 2);
+      row[0].forEach(function (node) { node.x += shift; });
+    });
+    queries.forEach(function (node) { node.y = 46 + depth; });
+    return { keys: keys, queries: queries, width: width, height: 46 + depth + 46, shape: "pill", curve: "straight" };
   }
 
   /* ---- edge geometry ---- */
@@ -202,8 +206,11 @@
       return "<tr><td>" + escapeText(keys[e.source]) + " (" + e.source + ")</td><td>" + format(e.weight) + "</td></tr>";
     }).join("");
     var more = incoming.length > 10 ? '<div class="tip-note">and ' + (incoming.length - 10) + " more</div>" : "";
+    var predicted = prediction(view.queries, node);
     return '<div class="tip-title">' + escapeText(label) + " (" + node + ") attends to</div>" +
-      (incoming.length ? "<table>" + rows + "</table>" + more : '<div class="tip-note">no token: no in-edge</div>');
+      (incoming.length ? "<table>" + rows + "</table>" + more : '<div class="tip-note">no token: no in-edge</div>') +
+      (predicted === null ? "" : '<div class="tip-note">and predicts the next token: ' + escapeText(predicted) +
+      "</div>");
   }
 
   /* ---- drawing ---- */
@@ -264,8 +271,8 @@
       hit.addEventListener("mouseleave", unfocus);
     });
     if (view.kind === "cross") {
-      make("text", { "class": "axis-label", x: 8, y: layout.keys[0].y - 22 }, svg).textContent = "source (keys)";
-      make("text", { "class": "axis-label", x: 8, y: layout.queries[0].y + 30 }, svg).textContent = "target (queries)";
+      make("text", { "class": "axis-label", x: 4, y: layout.keys[0].y - 24 }, svg).textContent = "source (keys)";
+      make("text", { "class": "axis-label", x: 4, y: layout.queries[0].y + 32 }, svg).textContent = "target (queries)";
     }
     var sides = layout.keys === layout.queries ? [["queries", layout.queries]] :
       [["keys", layout.keys], ["queries", layout.queries]];
@@ -297,7 +304,7 @@
     var svg = byId("heatmap");
     clear(svg);
     var keys = tokensOf(view.keys), queries = tokensOf(view.queries);
-    var size = Math.max(12, Math.min(40, Math.floor(420 / Math.max(keys.length, queries.length))));
+    var size = Math.max(12, Math.min(38, Math.floor(320 / Math.max(keys.length, queries.length))));
     var widest = function (labels) { return Math.max.apply(null, labels.map(function (l) { return String(l).length; })); };
     var left = 16 + 7 * widest(queries), top = 16 + 5.2 * widest(keys);
     var width = left + size * keys.length + 12, height = top + size * queries.length + 10;
@@ -322,7 +329,7 @@
         }
         var cell = make("rect", { "class": "cell", x: x, y: y, width: size, height: size, fill: blues(edge.weight),
                                   "data-source": j, "data-target": i, "data-weight": edge.weight }, cells);
-        if (size >= 30) {
+        if (size >= 26) {
           make("text", { "class": "cell-value", x: x + size / 2, y: y + size / 2,
                          fill: edge.weight > 0.55 ? "#fff" : "#1f2937" }, cells).textContent = edge.weight.toFixed(2);
         }
