@@ -68,7 +68,7 @@ nested tensors) off, because torch's fused kernels differ from its math path by 
 """
 from . import functional, graphs
 from . import analysis, patterns  # the graph-view lab
-from . import explain  # every stage of one forward pass, with its numbers
+from . import explain, explorer  # every stage of one forward pass; the interactive page of a model run
 from .attention import GraphMultiheadAttention
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
 from .functional import available_backends, graph_attention, select_backend
@@ -85,6 +85,7 @@ __all__ = [
     "patterns",
     "analysis",
     "explain",
+    "explorer",
     "graph_attention",
     "available_backends",
     "select_backend",

@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Subcommand modules; each defines ``add_parser(subparsers)`` which sets ``func``.
-SUBCOMMANDS = ("check", "graph", "experiment", "train", "explain")
+SUBCOMMANDS = ("check", "graph", "experiment", "train", "explain", "explore")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,6 +78,14 @@ def add_parser(subparsers) -> None:
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("pattern", choices=PATTERNS, metavar="PATTERN", help=f"one of {', '.join(PATTERNS)}")
+    add_pattern_options(parser)
+    parser.add_argument("--layout", choices=("line", "circle", "spring", "grid"), help="node layout of the drawing")
+    parser.add_argument("--out", type=Path, help="write the picture here (.png or .svg)")
+    parser.set_defaults(func=run)
+
+
+def add_pattern_options(parser: argparse.ArgumentParser) -> None:
+    """The options that size and shape a pattern (shared with ``gnn-transformer explore --pattern``)."""
     parser.add_argument("--n", type=int, default=16, help="tokens per sequence")
     parser.add_argument("--batch", type=int, default=1, help="sequences (a disjoint union)")
     parser.add_argument("--causal", action="store_true", help="keep only keys at or before their query")
@@ -95,9 +103,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--text-length", type=int, default=0, help="text tokens before the image")
     parser.add_argument("--file", help="edge list 'u v' per line (edgelist)")
     parser.add_argument("--directed", action="store_true", help="read the edge list as directed (edgelist)")
-    parser.add_argument("--layout", choices=("line", "circle", "spring", "grid"), help="node layout of the drawing")
-    parser.add_argument("--out", type=Path, help="write the picture here (.png or .svg)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,60 @@
+"""``gnn-transformer explore --out page.html``: one self-contained page of a model's token graphs.
+
+Shows the attention of every kind (encoder self, decoder self, cross), layer and head of one
+model run as weighted edges between tokens, beside the dense matrix; hover an edge for its
+score and weight.  The page opens offline (everything is inline).  Without options: the
+demo model (``--source``/``--target`` words of its vocabulary); ``--pattern NAME``: a small
+encoder on the edges of a pattern of ``gnn-transformer graph`` (same options);
+``--checkpoint DIR``: a model trained by ``gnn-transformer train`` on one held-out sentence.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .graph import PATTERNS, add_pattern_options
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explore", help="write an HTML page of a model's attention as token graphs (hover for the numbers)",
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=Path("explorer.html"), help="the page to write (.html)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--pattern", metavar="NAME", help=f"a pattern's edges: one of {', '.join(PATTERNS)}")
+    group.add_argument("--checkpoint", metavar="DIR", type=Path,
+                       help="a run folder of 'gnn-transformer train' (copy, reverse, sort, translate)")
+    parser.add_argument("--source", nargs="+", metavar="WORD", help="source words (demo model, checkpoint)")
+    parser.add_argument("--target", nargs="+", metavar="WORD",
+                        help="target words fed to the decoder (demo: starting with <s>; checkpoint: after <s>, "
+                             "default its own greedy translation)")
+    parser.add_argument("--title", help="the page's heading")
+    add_pattern_options(parser.add_argument_group("pattern options (with --pattern, as in 'gnn-transformer graph')"))
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..explorer import explore
+    from ..explorer.sources import pattern_namespace
+
+    if args.out.is_dir():
+        raise SystemExit(f"gnn-transformer explore: --out {args.out} is a folder; give a file name ending in .html")
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        raise SystemExit(f"gnn-transformer explore: --out must end in .html, got {args.out.name!r}")
+    if args.pattern is not None and (args.source or args.target):
+        raise SystemExit("gnn-transformer explore: --source/--target name words of a model; a pattern's tokens "
+                         "are t0 .. tN")
+    try:
+        options = {}
+        if args.pattern is not None:  # the values of the pattern's options, as `graph` names them
+            options = {name: getattr(args, name) for name in vars(pattern_namespace(args.pattern)) if name != "pattern"}
+        explorer = explore(pattern=args.pattern, checkpoint=args.checkpoint, source=args.source, target=args.target,
+                           title=args.title, pattern_options=options)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise SystemExit(f"gnn-transformer explore: {error}") from None
+    path = explorer.save(args.out)
+    views = explorer.data["views"]
+    print(f"wrote {path}: {explorer.data['title']}; {len(views)} attention views "
+          f"({', '.join(kind['label'] for kind in explorer.data['kinds'])}); open it in a browser")
+    return 0

@@ -1,0 +1,161 @@
+"""Model runs the explorer shows: the demo model, a pattern's token graph, a trained checkpoint.
+
+* :func:`demo_data` -- the seeded demo encoder-decoder (:mod:`gnn_transformer.demo`) on a
+  sentence pair;
+* :func:`pattern_data` -- a small seeded :class:`GraphEncoderModel` whose self-attention runs
+  on the edges of one of the patterns of ``gnn-transformer graph`` (tokens ``t0 .. tN``);
+* :func:`checkpoint_data` -- a model trained by ``gnn-transformer train TASK`` (a seq2seq task)
+  on one held-out sentence: the decoder is fed the model's own greedy translation, so the
+  cross-attention shown is the alignment it decodes with.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..demo import DEMO_SOURCE, DEMO_TARGET, demo_batch, demo_model
+from .data import run_data
+
+__all__ = ["demo_data", "pattern_data", "pattern_namespace", "checkpoint_data", "PATTERN_MODEL"]
+
+# The model that runs on a pattern's edges: as small as the demo model, seeded.
+PATTERN_MODEL = dict(d_model=8, nhead=2, num_layers=2, dim_feedforward=16, dropout=0.0)
+
+
+def demo_data(source: Sequence[str] = DEMO_SOURCE, target: Sequence[str] = DEMO_TARGET) -> dict:
+    """The demo model on ``source`` -> ``target`` (words of :data:`gnn_transformer.demo.DEMO_WORDS`)."""
+    model, vocabulary = demo_model()
+    _encode(vocabulary, source, "source")
+    _encode(vocabulary, target, "target")
+    return run_data(model, demo_batch(vocabulary, source, target), vocabulary=vocabulary,
+                    title="demo model (untrained): " + " ".join(source) + " \u2192 " + " ".join(target))
+
+
+def pattern_namespace(name: str, **options) -> argparse.Namespace:
+    """The options of pattern ``name`` as ``gnn-transformer graph`` parses them, with ``options`` set.
+
+    ``options`` use the command's names with underscores (``n=8``, ``radius=1``, ``text_length=2``).
+    """
+    from ..cli.graph import PATTERNS, add_pattern_options
+
+    if name not in PATTERNS:
+        raise ValueError(f"unknown pattern {name!r}; choose from {', '.join(PATTERNS)}")
+    parser = argparse.ArgumentParser(add_help=False)
+    add_pattern_options(parser)
+    args = parser.parse_args([])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"unknown pattern options {unknown}; known: {sorted(vars(args))}")
+    args.pattern = name
+    for key, value in options.items():
+        setattr(args, key, value)
+    return args
+
+
+def pattern_data(name: str, **options) -> dict:
+    """A seeded 2-layer, 2-head :class:`GraphEncoderModel` whose self-attention runs on pattern ``name``.
+
+    Every layer uses the pattern's edge set, so the page's edges are exactly the pattern's.
+    """
+    from torch_geometric.data import Data
+
+    from ..cli.graph import _build
+    from ..model import GraphEncoderModel
+
+    args = pattern_namespace(name, **options)
+    try:
+        pattern = _build(args)
+    except SystemExit as error:  # the edge-list reader's message for a missing --file
+        raise ValueError(str(error)) from None
+    num_nodes = pattern.num_nodes
+    if num_nodes < 1:
+        raise ValueError(f"pattern {name} has no tokens with these options; ask for at least one (--n 1 or more)")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = GraphEncoderModel(num_nodes, **PATTERN_MODEL).eval()
+    tokens = torch.arange(num_nodes)  # (N,) token k is its own word
+    data = Data(x=tokens, position=tokens.clone(), edge_index=pattern.edge_index)
+    return run_data(model, data, labels=[f"t{k}" for k in range(num_nodes)],
+                    title=f"pattern {name}: {num_nodes} tokens, {pattern.edge_index.size(1)} edges",
+                    layout="grid" if pattern.layout == "grid" else "line", grid=pattern.grid,
+                    text_length=pattern.text_length)
+
+
+def _checkpoint_folder(directory: str | Path) -> Path:
+    """A run folder (``--out`` of ``train``), its ``checkpoints`` folder or one ``step-*`` folder."""
+    from ..training import latest_checkpoint
+
+    path = Path(directory)
+    hint = "train one with: gnn-transformer train translate --out DIR"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder at {path}; {hint}")
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    latest = latest_checkpoint(path)
+    path = latest or path
+    if not (path / "model.safetensors").exists() or not (path / "config.json").exists():
+        raise FileNotFoundError(f"{directory} holds no checkpoint (model.safetensors and config.json); {hint}")
+    return path
+
+
+def _encode(vocabulary, words: Sequence[str], side: str) -> list[int]:
+    unknown = [word for word in words if word not in vocabulary.index]
+    if unknown:
+        known = ", ".join(vocabulary.symbols[2:])
+        raise ValueError(f"{side} words not in the model's vocabulary: {unknown}; known words: {known}")
+    return vocabulary.encode(list(words))
+
+
+def checkpoint_data(directory: str | Path, source: Sequence[str] | None = None,
+                    target: Sequence[str] | None = None) -> dict:
+    """A trained seq2seq checkpoint on one sentence (default: the longest of 20 held-out ones).
+
+    Without ``target`` the decoder is fed ``<s>`` and the model's greedy translation (its
+    last prediction is the end token), as during decoding; ``target`` words are fed after ``<s>``.
+    """
+    from ..generation import generate
+    from ..graphs import seq2seq_batch
+    from ..tasks import get_task
+    from ..tasks.runs import build_model
+    from ..training import load_checkpoint
+    from ..training.checkpoint import read_config
+
+    folder = _checkpoint_folder(directory)
+    config = read_config(folder)
+    if config.get("kind") != "seq2seq":
+        raise ValueError(f"{folder} is a {config.get('kind', 'unknown')!r} model of task {config.get('task')!r}; "
+                         f"the explorer shows encoder-decoder runs (train copy, reverse, sort or translate)")
+    task = get_task(config["task"])
+    model = build_model("seq2seq", tuple(config["vocab_sizes"]), config["model"])
+    load_checkpoint(folder, model=model, restore_rng=False)
+    model.eval()
+    if source is None:
+        _, held_out = task.splits(0, 20, seed=0)
+        source_ids = max(held_out, key=lambda pair: len(pair[0]))[0]
+    else:
+        source_ids = _encode(task.src_vocab, source, "source")
+    vocab = task.tgt_vocab
+    if target is None:
+        with torch.no_grad():
+            tokens = generate(model, [torch.tensor(source_ids)], strategy="greedy", bos=vocab.bos, eos=vocab.eos,
+                              max_new_tokens=task.max_target_length + 2)[0].tokens.tolist()
+        target_ids = [vocab.bos, *tokens[:-1]] if tokens and tokens[-1] == vocab.eos else [vocab.bos, *tokens]
+    else:
+        target_ids = [vocab.bos, *_encode(vocab, target, "target")]
+    batch = seq2seq_batch([torch.tensor(source_ids)], [torch.tensor(target_ids)])
+    steps = _saved_step(folder)
+    return run_data(model, batch, vocabulary=(task.src_vocab, vocab),
+                    title=f"{config['task']} after {steps} training steps: " + " ".join(task.src_vocab.decode(source_ids)))
+
+
+def _saved_step(folder: Path) -> int | str:
+    """The step a checkpoint folder was saved at (its ``state.json``), or ``'?'``."""
+    import json
+
+    try:
+        return json.loads((folder / "state.json").read_text())["step"]
+    except (OSError, KeyError, ValueError):
+        return "?"
