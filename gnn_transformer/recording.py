@@ -34,7 +34,6 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import torch
 from torch import Tensor, nn
 
 from .attention import GraphMultiheadAttention

@@ -152,7 +152,7 @@ class NoAttention(torch.nn.Module):
     (lambda: explore(torch.nn.Linear(2, 2)), ValueError, "give model and batch together"),
     (lambda: explore(pattern_options={"n": 3}), ValueError, "without a pattern"),
     (lambda: explore(pattern="window", checkpoint="x"), ValueError, "not pattern and checkpoint"),
-    (lambda: explore(checkpoint="/nonexistent/run"), FileNotFoundError, "no checkpoint folder at"),
+    (lambda: explore(checkpoint="/nonexistent/run"), FileNotFoundError, "holds no checkpoint .there is no such folder"),
     (lambda: explore(NoAttention(), graphs.sequence_data(torch.tensor([0, 1]))), ValueError,
      "ran no graph attention"),
 ])
@@ -206,7 +206,7 @@ def test_a_checkpoint_with_chosen_words_and_its_errors(trained_run, tmp_path):
     for name in ("model.safetensors", "state.json"):
         (decoder / name).write_bytes((step / name).read_bytes())
     (decoder / "config.json").write_text(json.dumps({**read_config(step), "kind": "decoder", "task": "charlm"}))
-    with pytest.raises(ValueError, match="shows encoder-decoder runs"):
+    with pytest.raises(ValueError, match="only encoder-decoder runs load here"):
         explore(checkpoint=decoder)
 
 
@@ -225,7 +225,7 @@ def test_cli_writes_pages(tmp_path, capsys, trained_run):
 
 @pytest.mark.parametrize("argv, message", [
     (["--pattern", "nope"], "unknown pattern 'nope'"),
-    (["--checkpoint", "/nonexistent/run"], "no checkpoint folder at /nonexistent/run"),
+    (["--checkpoint", "/nonexistent/run"], "/nonexistent/run holds no checkpoint"),
     (["--source", "the", "dogg"], "source words not in the model's vocabulary"),
     (["--pattern", "window", "--source", "the"], "--source/--target name words of a model"),
     (["--out", "page.txt"], "--out must end in .html"),

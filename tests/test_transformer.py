@@ -2,8 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from gnn_transformer import (GraphTransformer, GraphTransformerDecoder, GraphTransformerDecoderLayer,
-                             GraphTransformerEncoder, GraphTransformerEncoderLayer, graphs)
+from gnn_transformer import (GraphTransformer, GraphTransformerDecoder, GraphTransformerEncoder, GraphTransformerEncoderLayer, graphs)
 from gnn_transformer.testing import (assert_matches_torch, assert_permutation_equivariant, compare_functions,
                                      relative_difference)
 

@@ -8,7 +8,6 @@ reads "the cat sat" and is fed "<s> le chat"; ``--checkpoint`` explains a model 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..demo import DEMO_SOURCE, DEMO_TARGET, DemoConfig
 
@@ -69,33 +68,14 @@ def _demo(args):
     return model, vocabulary, vocabulary, " ".join(DEMO_TARGET)
 
 
-def _checkpoint_folder(path: Path) -> Path:
-    """A checkpoint folder from a run folder, a checkpoints folder (its ``latest``) or itself."""
-    from ..training.checkpoint import LATEST, latest_checkpoint
-
-    for folder in (path, path / "checkpoints"):
-        if (folder / LATEST).exists():
-            return latest_checkpoint(folder)
-    if (path / "model.safetensors").exists():
-        return path
-    raise SystemExit(f"gnn-transformer explain: {path} holds no checkpoint (no model.safetensors, no 'latest'); "
-                     "give the --out folder of 'gnn-transformer train' or one of its checkpoint folders")
-
-
 def _trained(args):
-    from ..tasks import get_task
-    from ..tasks.runs import build_model
-    from ..training.checkpoint import load_checkpoint, read_config
+    from ..tasks.runs import load_seq2seq_run
 
-    folder = _checkpoint_folder(Path(args.checkpoint))
-    config = read_config(folder)
-    if config.get("kind") != "seq2seq":
-        raise SystemExit(f"gnn-transformer explain: {folder} is a {config.get('kind')!r} run; explain loads "
-                         "checkpoints of the seq2seq tasks (copy, reverse, sort, translate)")
-    task = get_task(config["task"])
-    model = build_model("seq2seq", tuple(config["vocab_sizes"]), config["model"])
-    load_checkpoint(folder, model=model, restore_rng=False)
-    return model, task.src_vocab, task.tgt_vocab, "<s>"
+    try:
+        run = load_seq2seq_run(args.checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"gnn-transformer explain: {error}") from None
+    return run.model, run.task.src_vocab, run.task.tgt_vocab, "<s>"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,23 +84,6 @@ def pattern_data(name: str, **options) -> dict:
                     text_length=pattern.text_length)
 
 
-def _checkpoint_folder(directory: str | Path) -> Path:
-    """A run folder (``--out`` of ``train``), its ``checkpoints`` folder or one ``step-*`` folder."""
-    from ..training import latest_checkpoint
-
-    path = Path(directory)
-    hint = "train one with: gnn-transformer train translate --out DIR"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no checkpoint folder at {path}; {hint}")
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    latest = latest_checkpoint(path)
-    path = latest or path
-    if not (path / "model.safetensors").exists() or not (path / "config.json").exists():
-        raise FileNotFoundError(f"{directory} holds no checkpoint (model.safetensors and config.json); {hint}")
-    return path
-
-
 def _encode(vocabulary, words: Sequence[str], side: str) -> list[int]:
     unknown = [word for word in words if word not in vocabulary.index]
     if unknown:
@@ -118,20 +101,10 @@ def checkpoint_data(directory: str | Path, source: Sequence[str] | None = None,
     """
     from ..generation import generate
     from ..graphs import seq2seq_batch
-    from ..tasks import get_task
-    from ..tasks.runs import build_model
-    from ..training import load_checkpoint
-    from ..training.checkpoint import read_config
+    from ..tasks.runs import load_seq2seq_run
 
-    folder = _checkpoint_folder(directory)
-    config = read_config(folder)
-    if config.get("kind") != "seq2seq":
-        raise ValueError(f"{folder} is a {config.get('kind', 'unknown')!r} model of task {config.get('task')!r}; "
-                         f"the explorer shows encoder-decoder runs (train copy, reverse, sort or translate)")
-    task = get_task(config["task"])
-    model = build_model("seq2seq", tuple(config["vocab_sizes"]), config["model"])
-    load_checkpoint(folder, model=model, restore_rng=False)
-    model.eval()
+    run = load_seq2seq_run(directory)
+    model, task = run.model, run.task
     if source is None:
         _, held_out = task.splits(0, 20, seed=0)
         source_ids = max(held_out, key=lambda pair: len(pair[0]))[0]
@@ -146,16 +119,6 @@ def checkpoint_data(directory: str | Path, source: Sequence[str] | None = None,
     else:
         target_ids = [vocab.bos, *_encode(vocab, target, "target")]
     batch = seq2seq_batch([torch.tensor(source_ids)], [torch.tensor(target_ids)])
-    steps = _saved_step(folder)
     return run_data(model, batch, vocabulary=(task.src_vocab, vocab),
-                    title=f"{config['task']} after {steps} training steps: " + " ".join(task.src_vocab.decode(source_ids)))
+                    title=f"{task.name} after {run.step} training steps: " + " ".join(task.src_vocab.decode(source_ids)))
 
-
-def _saved_step(folder: Path) -> int | str:
-    """The step a checkpoint folder was saved at (its ``state.json``), or ``'?'``."""
-    import json
-
-    try:
-        return json.loads((folder / "state.json").read_text())["step"]
-    except (OSError, KeyError, ValueError):
-        return "?"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -16,10 +16,13 @@ from ..generation import generate
 from ..model import GraphDecoderModel, GraphTransformerModel
 from ..training import (LanguageModelExamples, Process, Seq2SeqExamples, TrainConfig, Trainer, evaluate_loss,
                         init_from_env)
+from ..training.checkpoint import latest_checkpoint, load_checkpoint, read_config
 from ..training.distributed import barrier, shutdown
 from . import CharCorpus, get_task, python_help_text
+from .base import Seq2SeqTask
 
-__all__ = ["PRESETS", "MODEL_KEYS", "build_model", "exact_match", "run_seq2seq", "run_charlm"]
+__all__ = ["PRESETS", "MODEL_KEYS", "build_model", "TrainedRun", "load_seq2seq_run", "exact_match", "run_seq2seq",
+           "run_charlm"]
 
 MODEL_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout")
 _DIGITS = dict(d_model=64, nhead=4, num_layers=2, dim_feedforward=128, dropout=0.1, steps=1200, batch_size=128,
@@ -46,6 +49,46 @@ def build_model(kind: str, vocab_sizes: tuple[int, ...], hp: dict):
     if kind == "decoder":
         return GraphDecoderModel(vocab_sizes[0], num_layers=hp["num_layers"], tie_weights=True, **common)
     raise ValueError(f"kind must be 'seq2seq' or 'decoder', got {kind!r}")
+
+
+
+@dataclass
+class TrainedRun:
+    """A seq2seq model trained by ``gnn-transformer train`` (eval mode), its task and where it was saved."""
+
+    model: GraphTransformerModel
+    task: Seq2SeqTask
+    folder: Path
+    step: int | str
+
+
+def load_seq2seq_run(directory: str | Path) -> TrainedRun:
+    """Load the model of a seq2seq run: a run folder (``--out`` of ``train``), its ``checkpoints``
+    folder (the ``latest`` one) or one ``step-*`` folder.
+
+    Raises ``FileNotFoundError`` when there is no checkpoint and ``ValueError`` for a run of
+    another kind (the decoder-only ``charlm``).
+    """
+    path = Path(directory)
+    hint = "train one with: gnn-transformer train translate --out DIR"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{directory} holds no checkpoint (there is no such folder); {hint}")
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    folder = latest_checkpoint(path) or path
+    if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{directory} holds no checkpoint (model.safetensors and config.json); {hint}")
+    config = read_config(folder)
+    if config.get("kind") != "seq2seq":
+        raise ValueError(f"{folder} is a {config.get('kind', 'unknown')!r} model of task {config.get('task')!r}; "
+                         f"only encoder-decoder runs load here (train copy, reverse, sort or translate)")
+    model = build_model("seq2seq", tuple(config["vocab_sizes"]), config["model"])
+    load_checkpoint(folder, model=model, restore_rng=False)
+    try:
+        step = json.loads((folder / "state.json").read_text())["step"]
+    except (OSError, KeyError, ValueError):
+        step = "?"
+    return TrainedRun(model.eval(), get_task(config["task"]), folder, step)
 
 
 def exact_match(model, pairs, *, strategy: str, bos: int, eos: int, max_new_tokens: int, beam_size: int = 4,
