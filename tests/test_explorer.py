@@ -194,7 +194,7 @@ def test_a_trained_checkpoint_shows_its_greedy_translation_and_its_attention(tra
 
 def test_a_checkpoint_with_chosen_words_and_its_errors(trained_run, tmp_path):
     data = explore(checkpoint=trained_run / "checkpoints", source=["the", "cat", "saw", "the", "dog"],
-                   target=["lo", "kato"]).data
+                   target=["<s>", "lo", "kato"]).data
     assert data["tokens"] == {"source": ["the", "cat", "saw", "the", "dog"], "target": ["<s>", "lo", "kato"]}
     with pytest.raises(ValueError, match=r"target words not in the model's vocabulary: \['katoo'\]"):
         explore(checkpoint=trained_run, target=["katoo"])
@@ -226,7 +226,7 @@ def test_cli_writes_pages(tmp_path, capsys, trained_run):
 @pytest.mark.parametrize("argv, message", [
     (["--pattern", "nope"], "unknown pattern 'nope'"),
     (["--checkpoint", "/nonexistent/run"], "/nonexistent/run holds no checkpoint"),
-    (["--source", "the", "dogg"], "source words not in the model's vocabulary"),
+    (["--source", "the dogg"], "source words not in the model's vocabulary"),
     (["--pattern", "window", "--source", "the"], "--source/--target name words of a model"),
     (["--out", "page.txt"], "--out must end in .html"),
 ])

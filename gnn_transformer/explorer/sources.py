@@ -97,7 +97,8 @@ def checkpoint_data(directory: str | Path, source: Sequence[str] | None = None,
     """A trained seq2seq checkpoint on one sentence (default: the longest of 20 held-out ones).
 
     Without ``target`` the decoder is fed ``<s>`` and the model's greedy translation (its
-    last prediction is the end token), as during decoding; ``target`` words are fed after ``<s>``.
+    last prediction is the end token), as during decoding; ``target`` words (starting with ``<s>``)
+    are fed as they are (teacher forcing).
     """
     from ..generation import generate
     from ..graphs import seq2seq_batch
@@ -117,7 +118,7 @@ def checkpoint_data(directory: str | Path, source: Sequence[str] | None = None,
                               max_new_tokens=task.max_target_length + 2)[0].tokens.tolist()
         target_ids = [vocab.bos, *tokens[:-1]] if tokens and tokens[-1] == vocab.eos else [vocab.bos, *tokens]
     else:
-        target_ids = [vocab.bos, *_encode(vocab, target, "target")]
+        target_ids = _encode(vocab, target, "target")
     batch = seq2seq_batch([torch.tensor(source_ids)], [torch.tensor(target_ids)])
     return run_data(model, batch, vocabulary=(task.src_vocab, vocab),
                     title=f"{task.name} after {run.step} training steps: " + " ".join(task.src_vocab.decode(source_ids)))
