@@ -177,3 +177,24 @@ def test_screenshot_is_a_picture_of_the_page(browser, demo, tmp_path):
     colours = torch.from_numpy(image[..., :3].reshape(-1, 3).copy())
     assert len(torch.unique((colours * 255).round().int(), dim=0)) > 200  # text, edges, the heatmap's blues
     assert colours.std(0).min() > 0.05
+
+
+def test_the_notebook_view_runs_isolated_in_its_iframe(browser, tmp_path):
+    """What Jupyter shows (``_repr_html_``: the page in a sandboxed iframe) draws the same edges."""
+    explorer = explore()
+    host = tmp_path / "notebook.html"
+    host.write_text(f"<!DOCTYPE html><html><body><p>a notebook cell</p>{explorer._repr_html_()}</body></html>",
+                    encoding="utf-8")
+    page, refused = offline_page(browser)
+    errors = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    try:
+        page.goto(host.resolve().as_uri())
+        frame = page.frame_locator("iframe")
+        frame.locator("#graph .edge").first.wait_for()
+        first_view = explorer.data["views"][0]
+        assert frame.locator("#graph .edge").count() == len(first_view["edges"])
+        assert page.locator("#graph").count() == 0  # nothing leaks into the notebook's own page
+        assert errors == [] and refused == []
+    finally:
+        page.close()
