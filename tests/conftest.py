@@ -32,3 +32,20 @@ def _seed():
 def devices():
     """cpu always; cuda where present (as a skipped parameter elsewhere)."""
     return ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture
+def charlm_run(tmp_path):
+    """A run folder holding one checkpoint of an untrained charlm-style model (window 4), as train saves it."""
+    pytest.importorskip("safetensors")
+    from gnn_transformer.tasks import CharCorpus, python_help_text
+    from gnn_transformer.tasks.runs import build_model
+    from gnn_transformer.training.checkpoint import save_checkpoint
+
+    vocabulary = CharCorpus(python_help_text()).vocab
+    hp = dict(d_model=8, nhead=2, num_layers=2, dim_feedforward=16, dropout=0.0)
+    model = build_model("decoder", (len(vocabulary),), hp)
+    config = {"task": "charlm", "kind": "decoder", "vocab_sizes": [len(vocabulary)], "model": hp,
+              "vocabulary": vocabulary.symbols, "attention_window": 4}
+    save_checkpoint(tmp_path / "checkpoints", model=model, optimizer=None, step=3, config=config)
+    return tmp_path

@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from gnn_transformer.cli import main
+from gnn_transformer.tasks.runs import load_run
 
 TINY = ["--d-model", "16", "--nhead", "2", "--num-layers", "1", "--dim-feedforward", "32", "--no-progress",
         "--threads", "1"]
@@ -40,11 +41,16 @@ def test_train_translate_draws_the_alignment(tmp_path, capsys):
 
 def test_train_charlm_prints_a_sample(tmp_path, capsys):
     assert main(["train", "charlm", *TINY, "--steps", "1", "--batch-size", "4", "--sample-length", "12",
-                 "--prompt", "def ", "--out", str(tmp_path)]) == 0
+                 "--prompt", "def ", "--attention-window", "6", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "sample (temperature 0.8" in text and "bits/char" in text
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["sample"].startswith("def ") and len(results["sample"]) == 16
+    run = load_run(tmp_path)  # the saved run knows its window graph and its characters
+    assert not run.is_seq2seq and run.attention_window == 6 and run.step == 1
+    data = run.language_model_data("def f():")
+    assert data.edge_index.size(1) == sum(min(i + 1, 6) for i in range(8))
+    assert run.vocabulary.decode(data.x.tolist(), strip_end=False) == list("def f():")
 
 
 @pytest.mark.parametrize("flags, message", [(["--steps", "0"], "--steps must be positive"),

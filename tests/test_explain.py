@@ -1,5 +1,6 @@
 """explain: the printed numbers are the model's own tensors, every stage is there, in order."""
 import html.parser
+import re
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ def _table(text: str, stage: str, table: str) -> list[dict]:
     """Rows (column -> cell string) of one table of one stage, with wrapped parts joined."""
     lines, rows = _section(text, stage), None
     for number, line in enumerate(lines):
-        if line.strip().startswith(table):
+        if re.match(re.escape(table) + r"(?!\w)", line.strip()):  # a title, not a formula like logits_i = ...
             header = lines[number + 1].split()
             block = []
             for row_line in lines[number + 2:]:
@@ -245,6 +246,7 @@ def test_cli_explains_a_trained_checkpoint(tmp_path, capsys):
     pytest.importorskip("safetensors")
     from gnn_transformer.tasks import get_task
     from gnn_transformer.tasks.runs import build_model
+    from gnn_transformer.tasks.runs import load_run
     from gnn_transformer.training.checkpoint import save_checkpoint
 
     torch.manual_seed(3)
@@ -260,6 +262,30 @@ def test_cli_explains_a_trained_checkpoint(tmp_path, capsys):
     assert_printed(_table(out, "Output: logits", "logits"), vocabulary.symbols, model(batch), digits=4)
     with pytest.raises(SystemExit, match="holds no checkpoint"):
         main(["explain", "--checkpoint", str(tmp_path / "nothing")])
+    main(["explain", "--checkpoint", str(tmp_path)])  # a held-out sentence, fed <s>
+    held_out = " ".join(vocabulary.decode(load_run(tmp_path).held_out_example()))
+    assert capsys.readouterr().out.splitlines()[0].endswith(f"on '{held_out}' -> '<s>'")
+
+
+def test_cli_explains_a_character_model_on_its_window_graph(charlm_run, capsys):
+    from gnn_transformer.tasks.runs import load_run
+    from gnn_transformer.tasks.text import visible_vocabulary
+
+    main(["explain", "--checkpoint", str(charlm_run), "--source", "Lists are", "--layers", "1", "--digits", "4"])
+    out = capsys.readouterr().out
+    run = load_run(charlm_run)
+    data = run.language_model_data("Lists are")
+    assert out.splitlines()[0] == "GraphDecoderModel (d_model 8, 2 heads, 2 layers) on 'L i s t s \u2423 a r e'"
+    graph = _section(out, "stack graph")
+    assert graph[0].startswith("4. Decoder-only stack graph: sparse causal graph")
+    assert "30 edges where the causal graph has 45; each token receives 1 to 4 edges, none from a later" \
+        in " ".join(" ".join(graph).split())
+    symbols = visible_vocabulary(run.vocabulary).symbols
+    assert_printed(_table(out, "Output: logits", "logits"), symbols[:16], run.model(data)[:, :16], digits=4)
+    with pytest.raises(SystemExit, match="a charlm model reads one text: give it with --source, without --target"):
+        main(["explain", "--checkpoint", str(charlm_run), "--target", "<s>"])
+    with pytest.raises(SystemExit, match="characters not in the model's vocabulary"):
+        main(["explain", "--checkpoint", str(charlm_run), "--source", "caf\u00e9"])
 
 
 @pytest.mark.parametrize("argv, message", [

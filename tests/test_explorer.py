@@ -206,7 +206,7 @@ def test_a_checkpoint_with_chosen_words_and_its_errors(trained_run, tmp_path):
     for name in ("model.safetensors", "state.json"):
         (decoder / name).write_bytes((step / name).read_bytes())
     (decoder / "config.json").write_text(json.dumps({**read_config(step), "kind": "decoder", "task": "charlm"}))
-    with pytest.raises(ValueError, match="only encoder-decoder runs load here"):
+    with pytest.raises(ValueError, match="saved without its attention window"):
         explore(checkpoint=decoder)
 
 
@@ -239,3 +239,24 @@ def test_cli_refuses_a_folder_as_out(tmp_path):
     with pytest.raises(SystemExit, match="is a folder"):
         main(["explore", "--out", str(tmp_path)])
 
+
+
+def test_a_character_model_is_shown_on_its_window_graph(charlm_run):
+    from gnn_transformer.tasks.runs import load_run
+
+    data = explore(checkpoint=charlm_run).data
+    text = "".join(" " if c == "\u2423" else c for c in data["tokens"]["source"])
+    assert data["title"] == f"charlm after 3 training steps (attention window 4): {text!r}"
+    assert len(text) == 40 and text[0].isupper() and data["tokens"]["target"] == []
+    run = load_run(charlm_run)
+    with record(run.model) as recording:
+        run.model(run.language_model_data(text))
+    for view in data["views"]:
+        assert_view_is_recorded(view, recording.attention_of("encoder self", view["layer"]))
+        assert view["edges"] == graphs.causal([40], 4).t().tolist()  # each character sees the last 4
+    chosen = explore(checkpoint=charlm_run, source="def f(x):").data
+    assert chosen["tokens"]["source"] == ["d", "e", "f", "\u2423", "f", "(", "x", ")", ":"]
+    with pytest.raises(ValueError, match="decoder-only model reads one text"):
+        explore(checkpoint=charlm_run, source="abc", target="<s>")
+    with pytest.raises(ValueError, match="characters not in the model's vocabulary: \\['\u00e9'\\]"):
+        explore(checkpoint=charlm_run, source="caf\u00e9")

@@ -4,7 +4,7 @@ head the projections q, k, v, per edge the score, weight and message, per node t
 add & norm, the feed-forward network, the decoder's causal and cross edges, logits and
 probabilities.  By default the seeded demo model (d_model 8, 2 heads, 2+2 layers, untrained)
 reads "the cat sat" and is fed "<s> le chat"; ``--checkpoint`` explains a model trained with
-``gnn-transformer train`` (a seq2seq task) instead."""
+``gnn-transformer train`` instead (a seq2seq task, or charlm on a text)."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,9 @@ def add_parser(subparsers) -> None:
         "explain", help="print every stage of one forward pass with its numbers (or write it as a page)",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--source", default=" ".join(DEMO_SOURCE), help="source words, separated by spaces")
+    parser.add_argument("--source", default=None,
+                        help=f"source words, separated by spaces (demo: '{' '.join(DEMO_SOURCE)}'; checkpoint: a "
+                             "held-out sentence); for a charlm checkpoint the text it reads (default: held-out text)")
     parser.add_argument("--target", default=None,
                         help="target words the decoder is fed, starting with <s>; when not given: "
                              f"'{' '.join(DEMO_TARGET)}' for the demo, '<s>' for a checkpoint")
@@ -37,7 +39,7 @@ def add_parser(subparsers) -> None:
     demo.add_argument("--dim-feedforward", dest="dim_feedforward", type=int, default=_DEFAULTS.dim_feedforward)
     demo.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the demo's weights")
     parser.add_argument("--checkpoint", metavar="DIR", default=None,
-                        help="a run folder of 'gnn-transformer train' (or its checkpoint folder) of a seq2seq task")
+                        help="a run folder of 'gnn-transformer train' (or its checkpoint folder)")
     parser.set_defaults(func=run)
 
 
@@ -64,35 +66,51 @@ def _demo(args):
                          f"({args.nhead})")
     config = DemoConfig(num_encoder_layers=args.num_layers, num_decoder_layers=args.num_layers, seed=args.seed,
                         **sizes)
-    model, vocabulary = demo_model(config)
-    return model, vocabulary, vocabulary, " ".join(DEMO_TARGET)
+    return demo_model(config)
 
 
-def _trained(args):
-    from ..tasks.runs import load_seq2seq_run
-
-    try:
-        run = load_seq2seq_run(args.checkpoint)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"gnn-transformer explain: {error}") from None
-    return run.model, run.task.src_vocab, run.task.tgt_vocab, "<s>"
-
-
-def run(args: argparse.Namespace) -> int:
+def _seq2seq(model, vocabularies, args, default_source: str, default_target: str):
+    """The batch of one sentence pair from --source/--target (words of the two vocabularies)."""
     import torch
 
     from ..batching import seq2seq_batch
+
+    source = _words(args.source if args.source is not None else default_source, vocabularies[0], "--source")
+    target = _words(args.target if args.target is not None else default_target, vocabularies[1], "--target")
+    batch = seq2seq_batch([torch.tensor(vocabularies[0].encode(source))],
+                          [torch.tensor(vocabularies[1].encode(target))])
+    return model, batch, vocabularies
+
+
+def _trained(args):
+    """A model of ``gnn-transformer train`` and its input: a sentence pair, or a text for charlm."""
+    from ..tasks.runs import load_run
+    from ..tasks.text import visible_vocabulary
+
+    run = load_run(args.checkpoint)
+    if run.is_seq2seq:
+        vocabularies = (run.task.src_vocab, run.task.tgt_vocab)
+        default_source = " ".join(vocabularies[0].decode(run.held_out_example()))
+        return _seq2seq(run.model, vocabularies, args, default_source, "<s>")
+    if args.target is not None:
+        raise ValueError("a charlm model reads one text: give it with --source, without --target")
+    text = run.held_out_example(12) if args.source is None else args.source
+    return run.model, run.language_model_data(text), visible_vocabulary(run.vocabulary)
+
+
+def _demo_input(args):
+    model, vocabulary = _demo(args)
+    return _seq2seq(model, (vocabulary, vocabulary), args, " ".join(DEMO_SOURCE), " ".join(DEMO_TARGET))
+
+
+def run(args: argparse.Namespace) -> int:
     from ..explain import explain
 
-    model, source_vocabulary, target_vocabulary, default_target = _trained(args) if args.checkpoint else _demo(args)
-    source = _words(args.source, source_vocabulary, "--source")
-    target = _words(args.target if args.target is not None else default_target, target_vocabulary, "--target")
-    batch = seq2seq_batch([torch.tensor(source_vocabulary.encode(source))],
-                          [torch.tensor(target_vocabulary.encode(target))])
     try:
-        explanation = explain(model, batch, vocabulary=(source_vocabulary, target_vocabulary), layers=args.layers,
-                              digits=args.digits, max_features=args.max_features)
-    except ValueError as error:
+        model, batch, vocabulary = _trained(args) if args.checkpoint else _demo_input(args)
+        explanation = explain(model, batch, vocabulary=vocabulary, layers=args.layers, digits=args.digits,
+                              max_features=args.max_features)
+    except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"gnn-transformer explain: {error}") from None
     if not (args.quiet and args.html):
         print(explanation.text(), end="")

@@ -24,18 +24,16 @@ def add_parser(subparsers) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--pattern", metavar="NAME", help=f"a pattern's edges: one of {', '.join(PATTERNS)}")
     group.add_argument("--checkpoint", metavar="DIR", type=Path,
-                       help="a run folder of 'gnn-transformer train' (copy, reverse, sort, translate)")
-    parser.add_argument("--source", metavar="TEXT", help="source words, e.g. 'the cat sat' (demo model, checkpoint)")
+                       help="a run folder of 'gnn-transformer train' (copy, reverse, sort, translate, charlm)")
+    parser.add_argument("--source", metavar="TEXT",
+                        help="source words, e.g. 'the cat sat' (demo model, seq2seq checkpoint); the text a charlm "
+                             "checkpoint reads")
     parser.add_argument("--target", metavar="TEXT",
                         help="the words the decoder is fed, starting with <s>, e.g. '<s> le chat' (default: the "
                              "demo's; for a checkpoint its own greedy translation)")
     parser.add_argument("--title", help="the page's heading")
     add_pattern_options(parser.add_argument_group("pattern options (with --pattern, as in 'gnn-transformer graph')"))
     parser.set_defaults(func=run)
-
-
-def _words(text: str | None) -> list[str] | None:
-    return None if text is None else text.split()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         options = {}
         if args.pattern is not None:  # the values of the pattern's options, as `graph` names them
             options = {name: getattr(args, name) for name in vars(pattern_namespace(args.pattern)) if name != "pattern"}
-        explorer = explore(pattern=args.pattern, checkpoint=args.checkpoint, source=_words(args.source),
-                           target=_words(args.target),
+        explorer = explore(pattern=args.pattern, checkpoint=args.checkpoint, source=args.source,
+                           target=args.target,
                            title=args.title, pattern_options=options)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise SystemExit(f"gnn-transformer explore: {error}") from None

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
 from torch import Tensor, nn
 
+from ..graphs import causal, complete
 from ..model import GraphDecoderModel, GraphTransformerModel
 from ..recording import Recording
 from .attention_stage import attention_stage
@@ -155,12 +157,30 @@ def _inputs(recording: Recording, names: dict, embedding: nn.Module, side: str, 
     return embedding_stages(side, labels, embedded, positional, summed, positions, options.max_features, fed=fed)
 
 
-def _graph_text(graph: str) -> str:
-    if graph == "causal":
-        return ("The causal graph: each token receives an edge from itself and every earlier token, never from a "
-                "later one. " + _ANY_LENGTH)
-    return "The complete graph: every token receives an edge from every token of its sequence, itself included. " \
-        + _ANY_LENGTH
+def _lengths(store) -> list[int]:
+    """Tokens per sequence of a (collated) node store; one sequence when it is not a batch."""
+    ptr = getattr(store, "ptr", None)
+    return ptr.diff().tolist() if ptr is not None else [store.num_nodes]
+
+
+def _graph_words(graph: str, edge_index: Tensor, lengths: list[int]) -> tuple[str, str]:
+    """(name, description) of the edges a self-attention really ran on: the full ``graph``
+    ("complete" or "causal") of these sequences, or a sparse pattern of it."""
+    full = causal(lengths) if graph == "causal" else complete(lengths)
+    if edge_index.shape == full.shape and torch.equal(edge_index, full):  # both sorted by target, then source
+        if graph == "causal":
+            return graph, ("The causal graph: each token receives an edge from itself and every earlier token, "
+                           "never from a later one. " + _ANY_LENGTH)
+        return graph, ("The complete graph: every token receives an edge from every token of its sequence, itself "
+                       "included. " + _ANY_LENGTH)
+    degree = torch.bincount(edge_index[1], minlength=sum(lengths))
+    only_earlier = bool((edge_index[0] <= edge_index[1]).all())
+    name = "sparse causal graph" if only_earlier else "sparse graph"
+    return name, (f"Not the full {graph} graph: {edge_index.size(1)} edges where the {graph} graph has "
+                  f"{full.size(1)}; each token receives {int(degree.min())} to {int(degree.max())} edges"
+                  f"{', none from a later token' if only_earlier else ''}. Attention runs only along these edges "
+                  "(a sparse pattern such as a sliding window): each token's softmax is over its own in-edges. "
+                  + _ANY_LENGTH)
 
 
 def trace_stages(model: nn.Module, batch, recording: Recording, labels: dict[str, list[str]],
@@ -183,17 +203,21 @@ def trace_stages(model: nn.Module, batch, recording: Recording, labels: dict[str
         decoder = _Stack("decoder", "Decoder", model.transformer.decoder, "transformer.decoder", "causal", target,
                          memory_labels=source)
         stages = _inputs(recording, names, model.src_embed, "source", 0, source, batch["src"].position, options)
-        stages.append(graph_stage("encoder.graph", "Encoder graph: complete, per sentence", _graph_text("complete"),
-                                  [("complete", recording.attention_of("encoder self", 0).edge_index, source, source)]))
+        encoder_edges = recording.attention_of("encoder self", 0).edge_index
+        name, words = _graph_words("complete", encoder_edges, _lengths(batch["src"]))
+        stages.append(graph_stage("encoder.graph", f"Encoder graph: {name}, per sentence", words,
+                                  [(name, encoder_edges, source, source)]))
         stages += _stack_stages(encoder, recording, options)
         stages += _inputs(recording, names, model.tgt_embed, "target", -1, target, batch["tgt"].position, options,
                           fed=_TEACHER_FORCING)
-        edges = [("causal (masked self-attention)", recording.attention_of("decoder self", 0).edge_index, target, target),
+        decoder_edges = recording.attention_of("decoder self", 0).edge_index
+        name, words = _graph_words("causal", decoder_edges, _lengths(batch["tgt"]))
+        edges = [(f"{name} (masked self-attention)", decoder_edges, target, target),
                  ("bipartite (cross-attention, source j -> target i)", recording.attention_of("cross", 0).edge_index,
                   target, source)]
-        stages.append(graph_stage("decoder.graph", "Decoder graphs: causal self-attention and cross-attention edges",
-                                  _graph_text("causal") + " Cross-attention runs on a bipartite graph: every "
-                                  "target token receives an edge from every source token of its pair.", edges))
+        stages.append(graph_stage("decoder.graph", f"Decoder graphs: {name} self-attention and cross-attention edges",
+                                  words + " Cross-attention runs on a bipartite graph: every target token receives an "
+                                  "edge from every source token of its pair.", edges))
         stages += _stack_stages(decoder, recording, options)
     else:
         graph = "causal" if isinstance(model, GraphDecoderModel) else "complete"
@@ -201,7 +225,8 @@ def trace_stages(model: nn.Module, batch, recording: Recording, labels: dict[str
         tokens = labels["tokens"]
         stack = _Stack("stack", title, model.encoder, "encoder", graph, tokens)
         stages = _inputs(recording, names, model.embed, "tokens", 0, tokens, batch.position, options)
-        stages.append(graph_stage("stack.graph", f"{title} graph: {graph}", _graph_text(graph),
-                                  [(graph, recording.attention_of("encoder self", 0).edge_index, tokens, tokens)]))
+        stack_edges = recording.attention_of("encoder self", 0).edge_index
+        name, words = _graph_words(graph, stack_edges, _lengths(batch))
+        stages.append(graph_stage("stack.graph", f"{title} graph: {name}", words, [(name, stack_edges, tokens, tokens)]))
         stages += _stack_stages(stack, recording, options)
     return stages + output_stages(labels.get("target", labels.get("tokens")), logits, output_words, max_features)

@@ -53,23 +53,25 @@ class Explorer:
 
 def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | None = None,
             pattern: str | None = None, checkpoint: str | Path | None = None,
-            source: Sequence[str] | None = None, target: Sequence[str] | None = None,
+            source: str | Sequence[str] | None = None, target: str | Sequence[str] | None = None,
             title: str | None = None, pattern_options: dict | None = None) -> Explorer:
     """Run a model once and return the :class:`Explorer` of its attention.
 
     Give one of:
 
     * nothing: the demo model (:mod:`gnn_transformer.demo`) on ``source`` -> ``target`` words
-      (default "the cat sat" -> "<s> le chat");
+      (default "the cat sat" -> "<s> le chat"; a string is split at spaces);
     * ``model`` and ``batch``: your model (a :class:`GraphTransformerModel` on a
       ``seq2seq_batch``, or a :class:`GraphEncoderModel` / :class:`GraphDecoderModel` on a
       ``Data``); ``vocabulary`` (one or a (source, target) pair) or ``labels`` name the tokens;
     * ``pattern``: a pattern of ``gnn-transformer graph`` (``"window"``, ``"rows"``, ...) with
       its options in ``pattern_options`` (``{"n": 8, "radius": 1}``, the command's names with
       underscores); a small seeded encoder runs on its edges;
-    * ``checkpoint``: a run folder of ``gnn-transformer train`` (a seq2seq task), shown on one
-      held-out sentence (or on ``source``, fed ``target`` or its own greedy translation).
+    * ``checkpoint``: a run folder of ``gnn-transformer train``: a seq2seq task shown on one
+      held-out sentence (or on ``source``, fed ``target`` or its own greedy translation), or
+      ``charlm`` on 40 held-out characters (or the text ``source``) on its window graph.
     """
+    target = target.split() if isinstance(target, str) else target
     given = [name for name, value in (("model", model), ("pattern", pattern), ("checkpoint", checkpoint))
              if value is not None]
     if len(given) > 1:
@@ -85,6 +87,7 @@ def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | 
     elif model is not None:
         data = run_data(model, batch, vocabulary=vocabulary, labels=labels, title=title)
     else:
+        source = source.split() if isinstance(source, str) else source
         words = {name: value for name, value in (("source", source), ("target", target)) if value is not None}
         data = demo_data(**words)
     if title is not None:

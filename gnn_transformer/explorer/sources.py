@@ -92,25 +92,41 @@ def _encode(vocabulary, words: Sequence[str], side: str) -> list[int]:
     return vocabulary.encode(list(words))
 
 
-def checkpoint_data(directory: str | Path, source: Sequence[str] | None = None,
+def checkpoint_data(directory: str | Path, source: str | Sequence[str] | None = None,
                     target: Sequence[str] | None = None) -> dict:
-    """A trained seq2seq checkpoint on one sentence (default: the longest of 20 held-out ones).
+    """A trained model on one input (default: a held-out one).
 
-    Without ``target`` the decoder is fed ``<s>`` and the model's greedy translation (its
-    last prediction is the end token), as during decoding; ``target`` words (starting with ``<s>``)
-    are fed as they are (teacher forcing).
+    Seq2seq runs: ``source`` words (default: the longest of 20 held-out sentences); without
+    ``target`` the decoder is fed ``<s>`` and the model's greedy translation (its last
+    prediction is the end token), as during decoding; ``target`` words (starting with ``<s>``)
+    are fed as they are (teacher forcing).  ``charlm`` runs: ``source`` is the text (default:
+    40 held-out characters), read on the sliding-window causal graph the model was trained on.
     """
+    from ..tasks.runs import load_run
+
+    run = load_run(directory)
+    if not run.is_seq2seq:
+        if target is not None:
+            raise ValueError("a decoder-only model reads one text: give it as source, without a target")
+        return _language_model_data(run, source)
+    return _seq2seq_checkpoint_data(run, source.split() if isinstance(source, str) else source, target)
+
+
+def _language_model_data(run, text: str | Sequence[str] | None) -> dict:
+    from ..tasks.text import visible_vocabulary
+
+    text = run.held_out_example() if text is None else "".join(text)
+    return run_data(run.model, run.language_model_data(text), vocabulary=visible_vocabulary(run.vocabulary),
+                    title=f"{run.config['task']} after {run.step} training steps "
+                          f"(attention window {run.attention_window}): {text!r}")
+
+
+def _seq2seq_checkpoint_data(run, source: Sequence[str] | None, target: Sequence[str] | None) -> dict:
     from ..generation import generate
     from ..graphs import seq2seq_batch
-    from ..tasks.runs import load_seq2seq_run
 
-    run = load_seq2seq_run(directory)
     model, task = run.model, run.task
-    if source is None:
-        _, held_out = task.splits(0, 20, seed=0)
-        source_ids = max(held_out, key=lambda pair: len(pair[0]))[0]
-    else:
-        source_ids = _encode(task.src_vocab, source, "source")
+    source_ids = run.held_out_example() if source is None else _encode(task.src_vocab, source, "source")
     vocab = task.tgt_vocab
     if target is None:
         with torch.no_grad():

@@ -5,23 +5,26 @@ Used by ``gnn-transformer train``; every number the command prints comes from he
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..generation import generate
+from ..graphs import causal, sequence_data
 from ..model import GraphDecoderModel, GraphTransformerModel
 from ..training import (LanguageModelExamples, Process, Seq2SeqExamples, TrainConfig, Trainer, evaluate_loss,
                         init_from_env)
 from ..training.checkpoint import latest_checkpoint, load_checkpoint, read_config
 from ..training.distributed import barrier, shutdown
 from . import CharCorpus, get_task, python_help_text
-from .base import Seq2SeqTask
+from .base import Seq2SeqTask, Vocabulary
 
-__all__ = ["PRESETS", "MODEL_KEYS", "build_model", "TrainedRun", "load_seq2seq_run", "exact_match", "run_seq2seq",
+__all__ = ["PRESETS", "MODEL_KEYS", "build_model", "TrainedRun", "load_run", "exact_match", "run_seq2seq",
            "run_charlm"]
 
 MODEL_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout")
@@ -54,20 +57,69 @@ def build_model(kind: str, vocab_sizes: tuple[int, ...], hp: dict):
 
 @dataclass
 class TrainedRun:
-    """A seq2seq model trained by ``gnn-transformer train`` (eval mode), its task and where it was saved."""
+    """A model trained by ``gnn-transformer train`` (eval mode), its run configuration and where it was saved.
 
-    model: GraphTransformerModel
-    task: Seq2SeqTask
+    ``model`` is a ``GraphTransformerModel`` for the seq2seq tasks (``task`` gives their
+    vocabularies) and a ``GraphDecoderModel`` for ``charlm`` (``vocabulary``, and
+    ``attention_window``: its sliding-window causal graph).
+    """
+
+    model: nn.Module
+    config: dict
     folder: Path
     step: int | str
 
+    @property
+    def is_seq2seq(self) -> bool:
+        return self.config["kind"] == "seq2seq"
 
-def load_seq2seq_run(directory: str | Path) -> TrainedRun:
-    """Load the model of a seq2seq run: a run folder (``--out`` of ``train``), its ``checkpoints``
-    folder (the ``latest`` one) or one ``step-*`` folder.
+    @property
+    def task(self) -> Seq2SeqTask:
+        if not self.is_seq2seq:
+            raise ValueError(f"{self.folder} is a decoder-only run ({self.config.get('task')}): it has no seq2seq task")
+        return get_task(self.config["task"])
 
-    Raises ``FileNotFoundError`` when there is no checkpoint and ``ValueError`` for a run of
-    another kind (the decoder-only ``charlm``).
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The decoder-only model's vocabulary (seq2seq runs: ``task.src_vocab``/``task.tgt_vocab``)."""
+        if self.is_seq2seq:
+            raise ValueError(f"{self.folder} is a seq2seq run: use its task's src_vocab and tgt_vocab")
+        return Vocabulary(self.config["vocabulary"][2:])  # the saved symbols start with <s>, </s>
+
+    @property
+    def attention_window(self) -> int:
+        return self.config["attention_window"]
+
+    def language_model_data(self, text: str):
+        """``text`` (characters of the vocabulary) as the ``Data`` the decoder-only model reads: the
+        sliding-window causal graph it was trained on."""
+        if not text:
+            raise ValueError("the text is empty: give at least one character")
+        unknown = sorted(set(text) - set(self.vocabulary.index))
+        if unknown:
+            raise ValueError(f"characters not in the model's vocabulary: {unknown}")
+        data = sequence_data(torch.tensor(self.vocabulary.encode(list(text))), "causal")
+        data.edge_index = causal([len(text)], self.attention_window)
+        return data
+
+    def held_out_example(self, length: int = 40):
+        """A held-out input: seq2seq, the source ids of the longest of 20 held-out pairs;
+        ``charlm``, ``length`` characters of the held-out text, from the first line of prose."""
+        if self.is_seq2seq:
+            _, held_out = self.task.splits(0, 20, seed=0)
+            return max(held_out, key=lambda pair: len(pair[0]))[0]
+        corpus = CharCorpus(python_help_text())
+        text = corpus.decode(corpus.test)
+        sentence = re.search(r"\n[A-Z][a-z]+ [a-z]", text)  # a line of prose, not a table or code
+        start = sentence.start() + 1 if sentence else 0
+        return "".join(c for c in text[start:] if c in self.vocabulary.index)[:length]
+
+
+def load_run(directory: str | Path) -> TrainedRun:
+    """Load the model of a run of ``gnn-transformer train``: a run folder (its ``--out``), its
+    ``checkpoints`` folder (the ``latest`` one) or one ``step-*`` folder.
+
+    Raises ``FileNotFoundError`` when there is no checkpoint there.
     """
     path = Path(directory)
     hint = "train one with: gnn-transformer train translate --out DIR"
@@ -79,16 +131,18 @@ def load_seq2seq_run(directory: str | Path) -> TrainedRun:
     if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
         raise FileNotFoundError(f"{directory} holds no checkpoint (model.safetensors and config.json); {hint}")
     config = read_config(folder)
-    if config.get("kind") != "seq2seq":
-        raise ValueError(f"{folder} is a {config.get('kind', 'unknown')!r} model of task {config.get('task')!r}; "
-                         f"only encoder-decoder runs load here (train copy, reverse, sort or translate)")
-    model = build_model("seq2seq", tuple(config["vocab_sizes"]), config["model"])
+    if config.get("kind") not in ("seq2seq", "decoder"):
+        raise ValueError(f"{folder}/config.json names no model kind ('seq2seq' or 'decoder'): not a run of train")
+    if config["kind"] == "decoder" and "attention_window" not in config:
+        raise ValueError(f"{folder} was saved without its attention window (an older run of train charlm): "
+                         "train it again to show it")
+    model = build_model(config["kind"], tuple(config["vocab_sizes"]), config["model"])
     load_checkpoint(folder, model=model, restore_rng=False)
     try:
         step = json.loads((folder / "state.json").read_text())["step"]
     except (OSError, KeyError, ValueError):
         step = "?"
-    return TrainedRun(model.eval(), get_task(config["task"]), folder, step)
+    return TrainedRun(model.eval(), config, folder, step)
 
 
 def exact_match(model, pairs, *, strategy: str, bos: int, eos: int, max_new_tokens: int, beam_size: int = 4,
@@ -235,7 +289,8 @@ def run_charlm(args) -> dict | None:
     corpus = CharCorpus(python_help_text())
     model = build_model("decoder", (len(corpus.vocab),), hp)
     run_config = {"task": "charlm", "kind": "decoder", "vocab_sizes": [len(corpus.vocab)],
-                  "model": {k: hp[k] for k in MODEL_KEYS}, "vocabulary": corpus.vocab.symbols}
+                  "model": {k: hp[k] for k in MODEL_KEYS}, "vocabulary": corpus.vocab.symbols,
+                  "attention_window": hp["attention_window"]}
     length, window = hp["sequence_length"], hp["attention_window"]
     valid = LanguageModelExamples(corpus.test, length, attention_window=window)
     trainer = _trainer(args, model, hp, process, run_config, eval_every=max(1, hp["steps"] // 5))

@@ -12,7 +12,7 @@ import torch
 
 from .base import Vocabulary
 
-__all__ = ["python_help_text", "CharCorpus"]
+__all__ = ["python_help_text", "CharCorpus", "visible_vocabulary"]
 
 ALPHABET = frozenset(string.printable) - set("\r\x0b\x0c")
 
@@ -47,3 +47,11 @@ class CharCorpus:
 
     def decode(self, ids) -> str:
         return "".join(self.vocab.decode(ids, strip_end=False))
+
+
+VISIBLE = {" ": "\u2423", "\n": "\u23ce"}  # ␣ and ⏎
+
+
+def visible_vocabulary(vocabulary: Vocabulary) -> Vocabulary:
+    """The same token ids with space and newline written as ␣ and ⏎: labels for tables and pictures."""
+    return Vocabulary([VISIBLE.get(symbol, symbol) for symbol in vocabulary.symbols[2:]])
