@@ -66,7 +66,7 @@ def _edge_list(args: argparse.Namespace) -> Pattern:
     from .. import patterns
 
     if args.file is None:
-        raise SystemExit("gnn-transformer graph edgelist: give the graph with --file PATH (lines 'u v')")
+        raise ValueError("the edgelist pattern reads its graph from a file: give --file PATH (lines 'u v')")
     graph = nx.read_edgelist(args.file, nodetype=int, create_using=nx.DiGraph if args.directed else nx.Graph)
     # node k is the k-th node met in the file
     return Pattern(patterns.from_networkx(graph, add_self_loops=True), graph.number_of_nodes(), layout="spring")

@@ -65,11 +65,7 @@ def pattern_data(name: str, **options) -> dict:
     from ..cli.graph import _build
     from ..model import GraphEncoderModel
 
-    args = pattern_namespace(name, **options)
-    try:
-        pattern = _build(args)
-    except SystemExit as error:  # the edge-list reader's message for a missing --file
-        raise ValueError(str(error)) from None
+    pattern = _build(pattern_namespace(name, **options))
     num_nodes = pattern.num_nodes
     if num_nodes < 1:
         raise ValueError(f"pattern {name} has no tokens with these options; ask for at least one (--n 1 or more)")
