@@ -167,6 +167,18 @@ def test_a_users_model_with_fewer_layers_shown(norm_first):
     assert _table(text, "Source tokens: embedding ×", "token embeddings")[0]["token"] == "1"  # ids without vocabulary
 
 
+def test_a_batch_of_pairs_is_explained_pair_by_pair():
+    model, vocabulary = demo_model()
+    ids = [torch.tensor(vocabulary.encode(words)) for words in (["the", "cat"], ["a", "dog", "sat"],
+                                                                  ["<s>", "le", "chat"], ["<s>", "le", "chien"])]
+    pairs = graphs.seq2seq_batch(ids[:2], ids[2:])
+    explanation = explain(model, pairs, vocabulary=vocabulary)
+    assert explanation.heading.endswith("on 'the cat' -> '<s> le chat'; 'a dog sat' -> '<s> le chien'")
+    text = explanation.text()
+    assert [row["in-degree"] for row in _table(text, "Encoder graph", "complete")] == ["2", "2", "3", "3", "3"]
+    assert_printed(_table(text, "Output: logits", "logits"), vocabulary.symbols, model(pairs))
+
+
 @pytest.mark.parametrize("model_class, graph", [(GraphDecoderModel, "causal"), (GraphEncoderModel, "complete")])
 def test_single_stack_models(model_class, graph):
     torch.manual_seed(0)

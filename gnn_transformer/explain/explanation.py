@@ -107,15 +107,23 @@ def _check_batch(model: nn.Module, batch) -> None:
                         "one with gnn_transformer.graphs.sequence_data(tokens, graph)")
 
 
-def _heading(model: nn.Module, labels: dict[str, list[str]]) -> str:
+def _sentences(labels: list[str], store) -> list[str]:
+    """The tokens of each sequence of a (collated) node store, quoted: ``["'the cat sat'", ...]``."""
+    ptr = getattr(store, "ptr", None)
+    bounds = ptr.tolist() if ptr is not None else [0, len(labels)]
+    return [f"'{' '.join(labels[start:end])}'" for start, end in zip(bounds, bounds[1:])]
+
+
+def _heading(model: nn.Module, batch, labels: dict[str, list[str]]) -> str:
     d_model = model.generator.in_features
     if isinstance(model, GraphTransformerModel):
         layers = f"{len(model.transformer.encoder.layers)}+{len(model.transformer.decoder.layers)} layers"
-        words = f"'{' '.join(labels['source'])}' -> '{' '.join(labels['target'])}'"
+        pairs = zip(_sentences(labels["source"], batch["src"]), _sentences(labels["target"], batch["tgt"]))
+        words = "; ".join(f"{source} -> {target}" for source, target in pairs)
         heads = model.transformer.encoder.layers[0].self_attn.num_heads
     else:
         layers = f"{len(model.encoder.layers)} layers"
-        words = f"'{' '.join(labels['tokens'])}'"
+        words = "; ".join(_sentences(labels["tokens"], batch))
         heads = model.encoder.layers[0].self_attn.num_heads
     return f"{type(model).__name__} (d_model {d_model}, {heads} heads, {layers}) on {words}"
 
@@ -175,4 +183,4 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     finally:
         model.train(was_training)
     stages = trace_stages(model, batch, recording, labels, output_words, layers=layers, max_features=max_features)
-    return Explanation(stages, digits, _heading(model, labels))
+    return Explanation(stages, digits, _heading(model, batch, labels))
