@@ -34,11 +34,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import torch
 from torch import Tensor, nn
 
 from .attention import GraphMultiheadAttention
 
-__all__ = ["AttentionRecord", "ModuleCall", "Recording", "record", "attention_kind"]
+__all__ = ["AttentionRecord", "ModuleCall", "Recording", "record", "record_inference", "attention_kind"]
 
 _KINDS = {  # (stack, attention module) in a qualified name -> kind of attention
     ("encoder", "self_attn"): "encoder self",
@@ -202,6 +203,20 @@ def record(model: nn.Module) -> Iterator[Recording]:
         for module, backend in restore:
             module.backend = backend
             del module.attend  # back to the class's method
+
+
+@contextlib.contextmanager
+def record_inference(model: nn.Module) -> Iterator[Recording]:
+    """:func:`record` of an inference run: eval mode (no dropout) and no gradients inside the
+    block; the model's own mode is restored on exit."""
+    was_training = model.training if isinstance(model, nn.Module) else False
+    try:
+        with record(model) as recording, torch.no_grad():
+            model.eval()
+            yield recording
+    finally:
+        if isinstance(model, nn.Module):
+            model.train(was_training)
 
 
 def _complete_attention(recording: Recording, attention_name: str, concatenated: Tensor, output: Tensor) -> None:

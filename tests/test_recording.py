@@ -91,3 +91,19 @@ def test_bad_use_is_named(model, batch):
     with pytest.raises(KeyError, match="no 'cross' attention of layer 5"):
         recording.attention_of("cross", 5)
 
+
+
+def test_record_inference_runs_in_eval_mode_and_restores_the_mode(batch):
+    from gnn_transformer.recording import record_inference
+
+    torch.manual_seed(0)
+    model = GraphTransformerModel(10, d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                  dim_feedforward=16, dropout=0.5).train()
+    with record_inference(model) as first:
+        assert not model.training and not torch.is_grad_enabled()
+        model(batch)
+    with record_inference(model) as second:
+        model(batch)
+    assert model.training  # restored
+    assert torch.equal(first.attention[0].weights, second.attention[0].weights)  # no dropout: the same run twice
+    assert torch.equal(first.output("generator"), model.eval()(batch).detach())

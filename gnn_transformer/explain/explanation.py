@@ -5,13 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from ..demo import demo_batch, demo_model
 from ..model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
-from ..recording import record
-from ..tasks.base import Vocabulary
+from ..recording import record_inference
+from ..tasks.base import Vocabulary, token_labels, vocabulary_pair
 from .document import Stage
 from .render_html import render_fragment, render_html
 from .render_text import render_text
@@ -75,28 +74,6 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> int:
     return value
 
 
-def _vocabularies(vocabulary) -> tuple[Vocabulary | None, Vocabulary | None]:
-    """``None``, one :class:`Vocabulary` for both sides, or a (source, target) pair."""
-    if vocabulary is None or isinstance(vocabulary, Vocabulary):
-        return vocabulary, vocabulary
-    if isinstance(vocabulary, (tuple, list)) and len(vocabulary) == 2 and all(
-            isinstance(v, Vocabulary) for v in vocabulary):
-        return vocabulary[0], vocabulary[1]
-    raise TypeError("vocabulary must be a Vocabulary, a (source, target) pair of them, or None (token ids are "
-                    f"shown as numbers), got {type(vocabulary).__name__}")
-
-
-def _labels(tokens: torch.Tensor, vocabulary: Vocabulary | None, side: str) -> list[str]:
-    ids = tokens.tolist()
-    if vocabulary is None:
-        return [str(token) for token in ids]
-    too_large = sorted({token for token in ids if token >= len(vocabulary)})
-    if too_large:
-        raise ValueError(f"the {side} tokens hold ids {too_large} but the {side} vocabulary has only "
-                         f"{len(vocabulary)} symbols; pass the vocabulary the model was trained with")
-    return [vocabulary.symbols[token] for token in ids]
-
-
 def _check_batch(model: nn.Module, batch) -> None:
     if isinstance(model, GraphTransformerModel):
         if not (hasattr(batch, "node_types") and {"src", "tgt"} <= set(batch.node_types)):
@@ -158,7 +135,7 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     elif not isinstance(model, SUPPORTED):
         raise TypeError(f"explain supports {', '.join(cls.__name__ for cls in SUPPORTED)}, got "
                         f"{type(model).__name__}; record other modules with gnn_transformer.recording.record")
-    source_vocabulary, target_vocabulary = _vocabularies(vocabulary)
+    source_vocabulary, target_vocabulary = vocabulary_pair(vocabulary)
     if batch is None:
         if not isinstance(model, GraphTransformerModel) or source_vocabulary is None:
             raise ValueError("give a batch for this model (explain builds the demo sentence pair only for an "
@@ -170,17 +147,12 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
         raise ValueError(f"the model predicts {num_classes} classes but the vocabulary has {len(target_vocabulary)} "
                          "symbols; pass the vocabulary the model was built for")
     if isinstance(model, GraphTransformerModel):
-        labels = {"source": _labels(batch["src"].x, source_vocabulary, "source"),
-                  "target": _labels(batch["tgt"].x, target_vocabulary, "target")}
+        labels = {"source": token_labels(batch["src"].x.tolist(), source_vocabulary, "source"),
+                  "target": token_labels(batch["tgt"].x.tolist(), target_vocabulary, "target")}
     else:
-        labels = {"tokens": _labels(batch.x, source_vocabulary, "input")}
+        labels = {"tokens": token_labels(batch.x.tolist(), source_vocabulary, "input")}
     output_words = target_vocabulary.symbols if target_vocabulary is not None else [str(c) for c in range(num_classes)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), record(model) as recording:
-            model(batch)
-    finally:
-        model.train(was_training)
+    with record_inference(model) as recording:
+        model(batch)
     stages = trace_stages(model, batch, recording, labels, output_words, layers=layers, max_features=max_features)
     return Explanation(stages, digits, _heading(model, batch, labels))

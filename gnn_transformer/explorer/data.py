@@ -29,11 +29,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ..recording import Recording, record
-from ..tasks.base import Vocabulary
+from ..recording import Recording, record_inference
+from ..tasks.base import token_labels, vocabulary_pair
 
 __all__ = ["SIGNIFICANT_DIGITS", "KINDS", "round_value", "recording_views", "run_data"]
 
@@ -72,29 +71,10 @@ def recording_views(recording: Recording) -> list[dict]:
     return [views[key] for key in sorted(views, key=lambda key: (KINDS.index(key[0]), key[1]))]
 
 
-def _vocabularies(vocabulary) -> tuple[Vocabulary | None, Vocabulary | None]:
-    """``vocabulary``: ``None``, one :class:`Vocabulary` or a (source, target) pair."""
-    if vocabulary is None or isinstance(vocabulary, Vocabulary):
-        return vocabulary, vocabulary
-    if isinstance(vocabulary, (tuple, list)) and len(vocabulary) == 2:
-        return tuple(vocabulary)
-    raise TypeError(f"vocabulary must be a Vocabulary or a (source, target) pair of them, "
-                    f"got {type(vocabulary).__name__}")
-
-
-def _labels(ids: Tensor, vocabulary: Vocabulary | None) -> list[str]:
-    ids = ids.tolist()
-    if vocabulary is None:
-        return [str(i) for i in ids]
-    if any(not 0 <= i < len(vocabulary) for i in ids):
-        raise ValueError(f"token ids {ids} do not fit the vocabulary of {len(vocabulary)} symbols")
-    return vocabulary.decode(ids, strip_end=False)
-
-
 def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] | None = None,
              title: str | None = None, layout: str = "line", grid: tuple[int, int] | None = None,
              text_length: int = 0) -> dict:
-    """Run ``model`` on ``batch`` once (no gradients), record its attention, return the explorer's data.
+    """Run ``model`` on ``batch`` once (eval mode, no gradients), record its attention, return the explorer's data.
 
     Args:
         model: a :class:`GraphTransformerModel` (``batch`` a ``HeteroData`` from ``seq2seq_batch``)
@@ -109,7 +89,7 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    source_vocab, target_vocab = _vocabularies(vocabulary)
+    source_vocab, target_vocab = vocabulary_pair(vocabulary)
     seq2seq = hasattr(batch, "node_types")
     if seq2seq and not {"src", "tgt"} <= set(batch.node_types):
         raise ValueError(f"a seq2seq batch has node types 'src' and 'tgt' (graphs.seq2seq_batch); "
@@ -117,7 +97,7 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
     if not seq2seq and getattr(batch, "x", None) is None:
         raise ValueError("batch must be a HeteroData from graphs.seq2seq_batch or a Data with x, position "
                          "and edge_index (graphs.sequence_data)")
-    with torch.no_grad(), record(model) as recording:
+    with record_inference(model) as recording:
         logits = model(batch)  # (T, vocab)
     source_ids = batch["src"].x if seq2seq else batch.x
     if labels is not None:
@@ -125,8 +105,8 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
             raise ValueError(f"{len(labels)} labels given for {source_ids.numel()} tokens")
         source = [str(label) for label in labels]
     else:
-        source = _labels(source_ids, source_vocab)
-    target = _labels(batch["tgt"].x, target_vocab) if seq2seq else []
+        source = token_labels(source_ids.tolist(), source_vocab, "source")
+    target = token_labels(batch["tgt"].x.tolist(), target_vocab, "target") if seq2seq else []
     predictions = None
     if target_vocab is not None and logits.size(-1) == len(target_vocab):
         predictions = {"side": "target" if seq2seq else "source",

@@ -6,7 +6,7 @@ import random
 import zlib
 from typing import Sequence
 
-__all__ = ["Vocabulary", "Seq2SeqTask", "BOS", "EOS"]
+__all__ = ["Vocabulary", "vocabulary_pair", "token_labels", "Seq2SeqTask", "BOS", "EOS"]
 
 BOS, EOS = "<s>", "</s>"
 
@@ -41,6 +41,30 @@ class Vocabulary:
                 break
             out.append(self.symbols[i])
         return out
+
+
+
+def vocabulary_pair(vocabulary) -> tuple[Vocabulary | None, Vocabulary | None]:
+    """``None``, one :class:`Vocabulary` for both sides, or a (source, target) pair -> (source, target)."""
+    if vocabulary is None or isinstance(vocabulary, Vocabulary):
+        return vocabulary, vocabulary
+    if isinstance(vocabulary, (tuple, list)) and len(vocabulary) == 2 and all(
+            isinstance(v, Vocabulary) for v in vocabulary):
+        return vocabulary[0], vocabulary[1]
+    raise TypeError("vocabulary must be a Vocabulary, a (source, target) pair of them, or None (token ids are "
+                    f"shown as numbers), got {type(vocabulary).__name__}")
+
+
+def token_labels(ids: Sequence[int], vocabulary: Vocabulary | None, side: str) -> list[str]:
+    """The symbol of every token id (its number without a vocabulary); ids the vocabulary lacks are named."""
+    ids = [int(i) for i in ids]
+    if vocabulary is None:
+        return [str(i) for i in ids]
+    outside = sorted({i for i in ids if not 0 <= i < len(vocabulary)})
+    if outside:
+        raise ValueError(f"the {side} tokens hold ids {outside} but the {side} vocabulary has only "
+                         f"{len(vocabulary)} symbols; pass the vocabulary the model was trained with")
+    return [vocabulary.symbols[i] for i in ids]
 
 
 class Seq2SeqTask(ABC):
