@@ -94,7 +94,8 @@ def test_every_pattern_page_has_exactly_the_patterns_edges(name, tmp_path):
     assert [v["layer"] for v in data["views"]] == [0, 1]
     for view in data["views"]:
         assert sorted(map(tuple, view["edges"])) == expected
-    assert data["layout"] == ("grid" if pattern.layout == "grid" else "line")
+    assert data["layout"] == (pattern.layout if pattern.layout in ("grid", "circle") else "line")
+    assert data["center"] == list(pattern.center)  # the star's relay node, drawn in the middle
 
 
 def test_the_page_is_self_contained_and_its_data_round_trips():

@@ -11,7 +11,8 @@ and the weight
 
 :func:`run_data` turns them into a dict that ``json.dumps`` writes as is::
 
-    {"title": str, "layout": "line" | "grid", "grid": [height, width] | None, "text_length": int,
+    {"title": str, "layout": "line" | "grid" | "circle", "grid": [height, width] | None, "text_length": int,
+     "center": [index, ...] (circle: the tokens drawn in the middle),
      "tokens": {"source": [label, ...], "target": [label, ...]},
      "predictions": {"side": "target" | "source", "labels": [argmax label per token]} | None,
      "kinds": [{"kind": "encoder self", "label": "encoder self"}, ...],
@@ -73,7 +74,7 @@ def recording_views(recording: Recording) -> list[dict]:
 
 def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] | None = None,
              title: str | None = None, layout: str = "line", grid: tuple[int, int] | None = None,
-             text_length: int = 0) -> dict:
+             text_length: int = 0, center: Sequence[int] = ()) -> dict:
     """Run ``model`` on ``batch`` once (eval mode, no gradients), record its attention, return the explorer's data.
 
     Args:
@@ -84,8 +85,9 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
             :class:`Vocabulary` or a (source, target) pair.  Without it tokens show their ids.
         labels: names of the tokens of a single-stack batch, instead of the vocabulary's.
         title: the page's heading.
-        layout: ``"line"`` (a sequence) or ``"grid"`` (``text_length`` text tokens, then an
-            image of ``grid = (height, width)`` tokens in raster order).
+        layout: ``"line"`` (a sequence), ``"grid"`` (``text_length`` text tokens, then an
+            image of ``grid = (height, width)`` tokens in raster order) or ``"circle"`` (a ring,
+            with the ``center`` tokens, such as a star's relay, in the middle).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -118,5 +120,5 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
         kinds = [{"kind": kind, "label": kind} for kind in KINDS if any(view["kind"] == kind for view in views)]
     default_title = " ".join(source) + (" \u2192 " + " ".join(target) if seq2seq else "")
     return {"title": title or default_title, "layout": layout, "grid": list(grid) if grid else None,
-            "text_length": text_length, "tokens": {"source": source, "target": target},
+            "text_length": text_length, "center": list(center), "tokens": {"source": source, "target": target},
             "predictions": predictions, "kinds": kinds, "views": views}

@@ -100,6 +100,7 @@
   function layoutSelf(view) {
     var labels = tokensOf(view.keys);
     if (data.layout === "grid" && data.grid) { return layoutGrid(labels); }
+    if (data.layout === "circle") { return layoutCircle(labels); }
     var nodes = lineLayout(labels, 0, 20);
     var reach = function (above) {  // the highest arc above (earlier keys) or below (later keys) the line
       return view.edges.reduce(function (most, e) {
@@ -123,6 +124,18 @@
     var width = left * 2 + (Math.max(cols, text) - 1) * step;
     return { keys: nodes, queries: nodes, width: width, height: top + (rows - 1) * step + 40,
              shape: "circle", curve: "bend" };
+  }
+
+  /* Tokens on a ring, in order, clockwise from the top; the centre tokens (a star's relay) in the middle. */
+  function layoutCircle(labels) {
+    var centre = data.center || [], ring = labels.length - centre.length;
+    var radius = Math.max(110, 34 * ring / (2 * Math.PI)), middle = radius + 40, k = 0;
+    var nodes = labels.map(function (label, index) {
+      if (centre.indexOf(index) >= 0) { return { x: middle, y: middle, w: 26 }; }
+      var angle = 2 * Math.PI * (k++) / ring - Math.PI / 2;
+      return { x: middle + radius * Math.cos(angle), y: middle + radius * Math.sin(angle), w: 26 };
+    });
+    return { keys: nodes, queries: nodes, width: 2 * middle, height: 2 * middle, shape: "circle", curve: "bend" };
   }
 
   function layoutCross(view) {
@@ -362,6 +375,9 @@
     } else if (data.layout === "grid" && data.grid) {
       line += " Text tokens first (top row), then the image in raster order; each curve bends to the right of " +
         "its direction j \u2192 i.";
+    } else if (data.layout === "circle") {
+      line += " Tokens sit on a ring in order" + ((data.center || []).length ? ", the relay in the middle" : "") +
+        "; each curve bends to the right of its direction j \u2192 i.";
     } else {
       line += " Arcs above the tokens come from earlier tokens, arcs below from later ones; a loop is a token " +
         "attending to itself.";

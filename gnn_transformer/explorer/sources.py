@@ -76,8 +76,8 @@ def pattern_data(name: str, **options) -> dict:
     data = Data(x=tokens, position=tokens.clone(), edge_index=pattern.edge_index)
     return run_data(model, data, labels=[f"t{k}" for k in range(num_nodes)],
                     title=f"pattern {name}: {num_nodes} tokens, {pattern.edge_index.size(1)} edges",
-                    layout="grid" if pattern.layout == "grid" else "line", grid=pattern.grid,
-                    text_length=pattern.text_length)
+                    layout=pattern.layout if pattern.layout in ("grid", "circle") else "line", grid=pattern.grid,
+                    text_length=pattern.text_length, center=pattern.center)
 
 
 def _encode(vocabulary, words: Sequence[str], side: str) -> list[int]:
