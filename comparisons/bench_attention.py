@@ -42,9 +42,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from gnn_transformer import graphs
-from gnn_transformer.attention import GraphMultiheadAttention
-from gnn_transformer.chunked import chunk_plan
-from gnn_transformer.prepared import prepare_graph
+from gnn_transformer.core.attention import GraphMultiheadAttention
+from gnn_transformer.backends.chunked import chunk_plan
+from gnn_transformer.backends.prepared import prepare_graph
 from gnn_transformer.testing.backends import window_graph
 
 

@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from gnn_transformer.equivalence import CheckConfig, run_suite
+from gnn_transformer.testing.equivalence import CheckConfig, run_suite
 
 
 def main() -> int:

@@ -7,7 +7,7 @@
 # Sequences with Sparse Transformers").
 #
 # In the graph view a sparse pattern is just another edge set: the same attention, layers and
-# models run on it. This script builds the patterns of `gnn_transformer.patterns`, counts their
+# models run on it. This script builds the patterns of `gnn_transformer.graphs.patterns`, counts their
 # edges and the layers information needs to cross a sequence, draws them, and runs a model whose
 # layers alternate the Sparse Transformer's two halves. Run it with
 # `python examples/02_sparse_attention_patterns.py [OUT_DIR]` (default `out/`).

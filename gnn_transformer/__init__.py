@@ -66,26 +66,45 @@ MATH backend of ``scaled_dot_product_attention`` with the MHA fast path (and the
 nested tensors) off, because torch's fused kernels differ from its math path by about
 1e-5 in float32 gradients; an unpinned comparison would measure torch, not us.
 """
-from . import functional, graphs
-from . import analysis, patterns  # the graph-view lab
-from . import explain, explorer  # every stage of one forward pass; the interactive page of a model run
-from .attention import GraphMultiheadAttention
-from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
-from .functional import available_backends, graph_attention, select_backend
-from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
-from .model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
-from .prepared import PreparedGraph, prepare_graph
-from .transformer import GraphTransformer, GraphTransformerDecoder, GraphTransformerEncoder
+from . import backends, core, graphs
+from ._aliases import install as _install_aliases
+from .backends import PreparedGraph, available_backends, prepare_graph, select_backend
+from .core import functional
+from .core.attention import GraphMultiheadAttention
+from .core.embedding import SinusoidalPositionalEncoding, TokenEmbedding
+from .core.functional import graph_attention
+from .core.layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
+from .core.model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
+from .core.stacks import GraphTransformer, GraphTransformerDecoder, GraphTransformerEncoder
+from .graphs import patterns
 
 __version__ = "0.1.0"
+
+# Loaded on first use, so that ``import gnn_transformer`` loads the core alone.
+_LAZY_PACKAGES = ("analysis", "variants", "convert", "generation", "training", "tasks", "explain", "explorer",
+                  "testing", "cli")
+_install_aliases(__name__)
+
+
+def __getattr__(name: str):
+    if name in _LAZY_PACKAGES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_PACKAGES])
+
 
 __all__ = [
     "graphs",
     "functional",
     "patterns",
-    "analysis",
-    "explain",
-    "explorer",
+    "backends",
+    "core",
+    *_LAZY_PACKAGES,
     "graph_attention",
     "available_backends",
     "select_backend",

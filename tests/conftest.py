@@ -12,7 +12,7 @@ CUDA = torch.cuda.is_available()
 
 # Without a GPU the fused backend's Triton kernels run on CPU tensors through Triton's
 # interpreter.  Triton reads the variable when the kernels are defined, which happens when
-# the backend is first used (gnn_transformer.kernels is imported lazily), i.e. after this.
+# the backend is first used (gnn_transformer.backends.fused is imported lazily), i.e. after this.
 if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -23,7 +23,7 @@ def test_check_prints_parity_table_and_passes(capsys, extra):
 
 def test_check_exits_non_zero_on_a_mismatch(capsys, monkeypatch):
     """Break the graph attention's scale: every row that runs attention must fail."""
-    from gnn_transformer.attention import GraphMultiheadAttention
+    from gnn_transformer.core.attention import GraphMultiheadAttention
 
     monkeypatch.setattr(GraphMultiheadAttention, "_scale", lambda self: 1.0)
     assert main(["check", *SMALL]) == 1

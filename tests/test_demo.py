@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gnn_transformer.demo import demo_batch, demo_model
+from gnn_transformer.tasks.demo import demo_batch, demo_model
 
 
 def test_demo_model_is_seeded_and_names_unknown_words():

@@ -9,7 +9,7 @@ from torch_geometric.utils import scatter
 
 from gnn_transformer import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel, graphs
 from gnn_transformer.cli import main
-from gnn_transformer.demo import demo_batch, demo_model
+from gnn_transformer.tasks.demo import demo_batch, demo_model
 from gnn_transformer.explain import explain
 from gnn_transformer.tasks.base import Vocabulary
 

@@ -8,11 +8,11 @@ import torch
 from gnn_transformer import GraphDecoderModel, graphs
 from gnn_transformer.cli import main
 from gnn_transformer.cli.graph import PATTERNS, _build
-from gnn_transformer.demo import demo_batch, demo_model
+from gnn_transformer.tasks.demo import demo_batch, demo_model
 from gnn_transformer.explorer import explore
 from gnn_transformer.explorer.data import SIGNIFICANT_DIGITS, round_value
 from gnn_transformer.explorer.sources import pattern_namespace
-from gnn_transformer.recording import record
+from gnn_transformer.analysis.recording import record
 from gnn_transformer.tasks import Vocabulary
 from gnn_transformer.tasks.runs import build_model
 from gnn_transformer.training import load_checkpoint
@@ -217,7 +217,7 @@ def test_cli_writes_pages(tmp_path, capsys, trained_run):
     assert main(["explore", "--pattern", "window", "--n", "5", "--radius", "1", "--out", str(tmp_path / "w.html")]) == 0
     page = (tmp_path / "w.html").read_text(encoding="utf-8")
     blob = json.loads(re.search(r'id="explorer-data">(.*?)</script>', page, re.S).group(1))
-    from gnn_transformer.patterns import sliding_window
+    from gnn_transformer.graphs.patterns import sliding_window
 
     assert blob["views"][0]["edges"] == sliding_window([5], 1).t().tolist()
     assert main(["explore", "--checkpoint", str(trained_run), "--out", str(tmp_path / "t.html")]) == 0

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from gnn_transformer.cli.graph import _build
-from gnn_transformer.demo import demo_batch, demo_model
+from gnn_transformer.tasks.demo import demo_batch, demo_model
 from gnn_transformer.explorer import explore
 from gnn_transformer.explorer.browser import find_chromium, launch_chromium, offline_page, screenshot
 from gnn_transformer.explorer.data import SIGNIFICANT_DIGITS
 from gnn_transformer.explorer.sources import pattern_namespace
-from gnn_transformer.recording import record
+from gnn_transformer.analysis.recording import record
 
 ROUNDING = 10.0 ** (1 - SIGNIFICANT_DIGITS) / 2  # relative error of the page's numbers
 SOURCE, TARGET = ("the", "cat", "sat", "on", "a", "mat"), ("<s>", "le", "chat", "sur")

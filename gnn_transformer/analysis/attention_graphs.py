@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..transformer import per_layer
+from ..core.stacks import per_layer
 
 __all__ = ["to_networkx", "layered_graph", "mixing_matrix", "attention_rollout", "attention_flow"]
 

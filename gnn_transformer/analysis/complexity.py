@@ -19,7 +19,7 @@ on :math:`n` tokens of width :math:`d`, so they can be *counted* instead of quot
 The rows of the paper are the complete graph, the window of radius :math:`r`
 ("restricted"), the chain (recurrent), the causal convolution of width :math:`k` and the
 stack of dilated convolutions (dilations :math:`1, k, k^2, \dots` below :math:`n`); more
-rows add the sparse patterns of :mod:`gnn_transformer.patterns`.
+rows add the sparse patterns of :mod:`gnn_transformer.graphs.patterns`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import graphs, patterns
+from .. import graphs
+from ..graphs import patterns
 from ._table import format_columns
 from .paths import max_path_length
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .._validation import check_edge_index
+from ..backends.validation import check_edge_index
 
 __all__ = ["adjacency", "max_path_length", "shortest_path_lengths", "reachable"]
 
@@ -49,7 +49,7 @@ def max_path_length(edge_index: Tensor | Sequence[Tensor], num_nodes: int) -> in
     tokens that are connected at all (self-loops aside): 1 for the complete and the
     causal graph, :math:`n - 1` for a chain, :math:`\lceil (n - 1) / r \rceil` for a
     window of radius :math:`r`.  Pairs that no path joins (other sequences of a batch,
-    other blocks of :func:`~gnn_transformer.patterns.block_local`) do not count.
+    other blocks of :func:`~gnn_transformer.graphs.patterns.block_local`) do not count.
 
     For a list of edge sets (one per layer, repeated in order as the stack grows) it is
     the number of layers after which the set of heard tokens stops growing: for example

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..viz import _pyplot
 from .complexity import ComplexityRow
 from .rank_collapse import RankCollapseResult
+from .viz import _pyplot
 
 __all__ = ["plot_complexity", "plot_rank_collapse"]
 

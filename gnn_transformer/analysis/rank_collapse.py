@@ -29,8 +29,9 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 from tqdm.auto import tqdm
 
-from .. import graphs, patterns
-from ..attention import GraphMultiheadAttention
+from .. import graphs
+from ..core.attention import GraphMultiheadAttention
+from ..graphs import patterns
 from ._table import format_columns
 
 __all__ = ["relative_residual", "CollapseBlock", "ARCHITECTURES", "default_graphs", "RankCollapseResult",

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         from ..convert.hf.parity import report
 
         return report(args.arch, args)
-    from ..equivalence import CheckConfig, format_table, run_suite
+    from ..testing.equivalence import CheckConfig, format_table, run_suite
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gnn-transformer check: --device cuda was asked for but torch sees no CUDA device")

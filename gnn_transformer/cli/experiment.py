@@ -56,7 +56,7 @@ def _write(args: argparse.Namespace, name: str, table: str, figure_fn) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .. import viz
+    from ..analysis import viz
 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.txt").write_text(table + "\n")

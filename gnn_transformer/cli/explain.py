@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import DEMO_SOURCE, DEMO_TARGET, DemoConfig
+from ..tasks.demo import DEMO_SOURCE, DEMO_TARGET, DemoConfig
 
 _DEFAULTS = DemoConfig()
 
@@ -55,7 +55,7 @@ def _words(text: str, vocabulary, flag: str) -> list[str]:
 
 
 def _demo(args):
-    from ..demo import demo_model
+    from ..tasks.demo import demo_model
 
     sizes = dict(d_model=args.d_model, nhead=args.nhead, dim_feedforward=args.dim_feedforward)
     bad = {name: value for name, value in {**sizes, "num_layers": args.num_layers}.items() if value < 1}
@@ -73,7 +73,7 @@ def _seq2seq(model, vocabularies, args, default_source: str, default_target: str
     """The batch of one sentence pair from --source/--target (words of the two vocabularies)."""
     import torch
 
-    from ..batching import seq2seq_batch
+    from ..graphs.batching import seq2seq_batch
 
     source = _words(args.source if args.source is not None else default_source, vocabularies[0], "--source")
     target = _words(args.target if args.target is not None else default_target, vocabularies[1], "--target")

@@ -23,7 +23,8 @@ class Pattern:
 
 
 def _build(args: argparse.Namespace) -> Pattern:
-    from .. import graphs, patterns
+    from .. import graphs
+    from ..graphs import patterns
 
     lengths = [args.n] * args.batch
     causal = args.causal
@@ -63,7 +64,7 @@ PATTERNS = ("complete", "causal", "window", "dilated", "global", "bigbird", "blo
 def _edge_list(args: argparse.Namespace) -> Pattern:
     import networkx as nx
 
-    from .. import patterns
+    from ..graphs import patterns
 
     if args.file is None:
         raise ValueError("the edgelist pattern reads its graph from a file: give --file PATH (lines 'u v')")
@@ -130,7 +131,7 @@ def draw(pattern: Pattern, name: str, layout: str | None, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .. import viz
+    from ..analysis import viz
 
     layout = layout or pattern.layout
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1.6]})

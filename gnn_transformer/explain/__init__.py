@@ -1,7 +1,7 @@
 r"""Explain one forward pass: every stage of the Transformer, in the order of the paper, with its numbers.
 
 :func:`explain` runs a model (by default the seeded demo: d_model 8, 2 heads, 2 encoder and
-2 decoder layers, "the cat sat" -> "<s> le chat") under :func:`~gnn_transformer.recording.record`
+2 decoder layers, "the cat sat" -> "<s> le chat") under :func:`~gnn_transformer.analysis.recording.record`
 and returns an :class:`Explanation`: token embeddings, positional encodings and their sum; per
 attention and per head the projections q, k, v of each token, per edge the score, the softmax
 weight and the message, per node the aggregation, then the heads concatenated and projected;

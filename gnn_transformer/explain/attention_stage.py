@@ -8,13 +8,13 @@ r"""The stage of one multi-head attention, as message passing on its edges.
     h_i = \sum_{j \in \mathcal N(i)} \alpha_{ij} v_j
 
 per head :math:`h`, then :math:`\operatorname{concat}_h(h_i) W_O`.  Every number comes from an
-:class:`~gnn_transformer.recording.AttentionRecord` of the model's own run.
+:class:`~gnn_transformer.analysis.recording.AttentionRecord` of the model's own run.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from ..recording import AttentionRecord
+from ..analysis.recording import AttentionRecord
 from .document import Stage, Table, feature_columns, node_table, truncation_note, vector_cells
 
 __all__ = ["attention_stage", "ATTENTION_FORMULA"]

@@ -7,10 +7,10 @@ from typing import Sequence
 
 from torch import nn
 
-from ..demo import demo_batch, demo_model
-from ..model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
-from ..recording import record_inference
+from ..analysis.recording import record_inference
+from ..core.model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
 from ..tasks.base import Vocabulary, token_labels, vocabulary_pair
+from ..tasks.demo import demo_batch, demo_model
 from .document import Stage
 from .render_html import render_fragment, render_html
 from .render_text import render_text
@@ -134,7 +134,7 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
         vocabulary = demo_vocabulary if vocabulary is None else vocabulary
     elif not isinstance(model, SUPPORTED):
         raise TypeError(f"explain supports {', '.join(cls.__name__ for cls in SUPPORTED)}, got "
-                        f"{type(model).__name__}; record other modules with gnn_transformer.recording.record")
+                        f"{type(model).__name__}; record other modules with gnn_transformer.analysis.recording.record")
     source_vocabulary, target_vocabulary = vocabulary_pair(vocabulary)
     if batch is None:
         if not isinstance(model, GraphTransformerModel) or source_vocabulary is None:

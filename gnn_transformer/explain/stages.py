@@ -1,6 +1,6 @@
 """Stages of a forward pass other than attention: inputs, graphs, norms, feed-forward, output.
 
-Each builder takes tensors the model computed (from a :class:`~gnn_transformer.recording.Recording`)
+Each builder takes tensors the model computed (from a :class:`~gnn_transformer.analysis.recording.Recording`)
 and the token of every node, and returns a :class:`~.document.Stage`.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import ACTIVATIONS
+from ..core.layers import ACTIVATIONS
 from .document import ELLIPSIS, Stage, Table, node_table, row_statistics
 
 __all__ = ["embedding_stages", "graph_stage", "norm_stage", "residual_stage", "feed_forward_stage",

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..graphs import causal, complete
-from ..model import GraphDecoderModel, GraphTransformerModel
-from ..recording import Recording
+from ..core.model import GraphDecoderModel, GraphTransformerModel
+from ..analysis.recording import Recording
 from .attention_stage import attention_stage
 from .stages import (embedding_stages, feed_forward_stage, graph_stage, layer_summary_stage, norm_stage,
                      output_stages, residual_stage)

@@ -1,7 +1,7 @@
 """An interactive page of a model's token graphs: the attention of every kind, layer and head.
 
 :func:`explore` runs a model once, records every attention as message passing
-(:mod:`gnn_transformer.recording`) and returns an :class:`Explorer`, whose page shows the
+(:mod:`gnn_transformer.analysis.recording`) and returns an :class:`Explorer`, whose page shows the
 tokens as nodes and the attention weights as edges (hover for score and weight) beside the
 dense matrix.  The page is one HTML file with its CSS, JavaScript (plain JavaScript and SVG,
 no library, nothing to bundle) and data inline; it opens offline.
@@ -59,7 +59,7 @@ def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | 
 
     Give one of:
 
-    * nothing: the demo model (:mod:`gnn_transformer.demo`) on ``source`` -> ``target`` words
+    * nothing: the demo model (:mod:`gnn_transformer.tasks.demo`) on ``source`` -> ``target`` words
       (default "the cat sat" -> "<s> le chat"; a string is split at spaces);
     * ``model`` and ``batch``: your model (a :class:`GraphTransformerModel` on a
       ``seq2seq_batch``, or a :class:`GraphEncoderModel` / :class:`GraphDecoderModel` on a

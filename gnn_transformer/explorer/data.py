@@ -1,6 +1,6 @@
 r"""The explorer's data: every attention of one model run, per kind and layer, as plain JSON.
 
-One run of a model under :func:`gnn_transformer.recording.record` gives, for each attention
+One run of a model under :func:`gnn_transformer.analysis.recording.record` gives, for each attention
 call, its edges :math:`j \to i` (source/key ``j``, target/query ``i``) and per head the score
 and the weight
 
@@ -32,7 +32,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..recording import Recording, record_inference
+from ..analysis.recording import Recording, record_inference
 from ..tasks.base import token_labels, vocabulary_pair
 
 __all__ = ["SIGNIFICANT_DIGITS", "KINDS", "round_value", "recording_views", "run_data"]

@@ -1,6 +1,6 @@
 """Model runs the explorer shows: the demo model, a pattern's token graph, a trained checkpoint.
 
-* :func:`demo_data` -- the seeded demo encoder-decoder (:mod:`gnn_transformer.demo`) on a
+* :func:`demo_data` -- the seeded demo encoder-decoder (:mod:`gnn_transformer.tasks.demo`) on a
   sentence pair;
 * :func:`pattern_data` -- a small seeded :class:`GraphEncoderModel` whose self-attention runs
   on the edges of one of the patterns of ``gnn-transformer graph`` (tokens ``t0 .. tN``);
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from ..demo import DEMO_SOURCE, DEMO_TARGET, demo_batch, demo_model
+from ..tasks.demo import DEMO_SOURCE, DEMO_TARGET, demo_batch, demo_model
 from .data import run_data
 
 __all__ = ["demo_data", "pattern_data", "pattern_namespace", "checkpoint_data", "PATTERN_MODEL"]
@@ -26,7 +26,7 @@ PATTERN_MODEL = dict(d_model=8, nhead=2, num_layers=2, dim_feedforward=16, dropo
 
 
 def demo_data(source: Sequence[str] = DEMO_SOURCE, target: Sequence[str] = DEMO_TARGET) -> dict:
-    """The demo model on ``source`` -> ``target`` (words of :data:`gnn_transformer.demo.DEMO_WORDS`)."""
+    """The demo model on ``source`` -> ``target`` (words of :data:`gnn_transformer.tasks.demo.DEMO_WORDS`)."""
     model, vocabulary = demo_model()
     _encode(vocabulary, source, "source")
     _encode(vocabulary, target, "target")
@@ -63,7 +63,7 @@ def pattern_data(name: str, **options) -> dict:
     from torch_geometric.data import Data
 
     from ..cli.graph import _build
-    from ..model import GraphEncoderModel
+    from ..core.model import GraphEncoderModel
 
     pattern = _build(pattern_namespace(name, **options))
     num_nodes = pattern.num_nodes

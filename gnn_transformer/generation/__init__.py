@@ -56,7 +56,7 @@ def decoding_graph(model, inputs: Sequence[Tensor], *, bos: int | None = None, r
     prompts of a decoder-only one): the growing graph, or with ``recompute`` the
     whole-graph reference.  ``attention_window`` (decoder-only models) limits each node's
     edges to the last ``attention_window`` tokens, as ``graphs.causal(lengths, window)``."""
-    from ..model import GraphTransformerModel
+    from ..core.model import GraphTransformerModel
 
     if isinstance(model, GraphTransformerModel):
         if attention_window is not None:

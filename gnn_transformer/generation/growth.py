@@ -6,7 +6,7 @@ In the graph view, decoding one more token adds one node to the target graph, wi
 * cross-attention edges :math:`s \to t` from every source token :math:`s` of its pair,
 
 and only the new node's messages are computed: the keys and values of all earlier nodes
-sit in a :class:`~gnn_transformer.attention.KeyValueCache` per layer, which grows by the
+sit in a :class:`~gnn_transformer.core.attention.KeyValueCache` per layer, which grows by the
 new nodes (self-attention) or was filled once from the encoder's memory (cross-attention).
 
 Beam search keeps several hypotheses per pair and reorders them every step.  Here each
@@ -28,9 +28,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..attention import KeyValueCache
-from ..graphs import _contiguous_ranges, as_lengths, causal, complete, lengths_to_ptr, positions, to_padded
-from ..viz import attention_matrix
+from ..analysis.viz import attention_matrix
+from ..core.attention import KeyValueCache
+from ..graphs.builders import _contiguous_ranges, as_lengths, causal, complete, lengths_to_ptr, positions, to_padded
 
 __all__ = ["AttentionGraph", "GrowingSeq2SeqGraph", "GrowingCausalGraph"]
 

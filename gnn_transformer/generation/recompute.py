@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..batching import seq2seq_batch, sequence_data
 from ..graphs import causal, lengths_to_ptr
+from ..graphs.batching import seq2seq_batch, sequence_data
 from .growth import _as_token_list, _check_eval
 
 __all__ = ["PrefixScorer", "RecomputedSeq2SeqGraph", "RecomputedCausalGraph"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.model import GraphDecoderModel, GraphTransformerModel
 from ..generation import generate
 from ..graphs import causal, sequence_data
-from ..model import GraphDecoderModel, GraphTransformerModel
 from ..training import (LanguageModelExamples, Process, Seq2SeqExamples, TrainConfig, Trainer, evaluate_loss,
                         init_from_env)
 from ..training.checkpoint import latest_checkpoint, load_checkpoint, read_config
@@ -259,7 +259,7 @@ def draw_alignment(model, task, test, path: Path, example: int = 0) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..viz import draw_bipartite_attention, plot_attention_heatmap, save
+    from ..analysis.viz import draw_bipartite_attention, plot_attention_heatmap, save
 
     candidates = sorted(test, key=lambda pair: -len(pair[0]))  # a long sentence shows the reordering best
     source, _ = candidates[example]

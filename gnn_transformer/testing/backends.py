@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .. import graphs
-from ..functional import graph_attention
-from ..prepared import PreparedGraph
+from ..backends.prepared import PreparedGraph
+from ..core.functional import graph_attention
 from .parity import relative_difference
 
 __all__ = ["GraphCase", "graph_cases", "compare_backend", "window_graph"]
@@ -36,7 +36,7 @@ def window_graph(num_nodes: int, radius: int, device=None) -> Tensor:
     """Sliding-window graph: ``j -> i`` for ``|i - j| <= radius``, sorted by target then source."""
     node = torch.arange(num_nodes, device=device)
     first = (node - radius).clamp(min=0)
-    return graphs._contiguous_ranges(first, (node + radius).clamp(max=num_nodes - 1) - first + 1)
+    return graphs.builders._contiguous_ranges(first, (node + radius).clamp(max=num_nodes - 1) - first + 1)
 
 
 def graph_cases(seed: int = 0) -> dict[str, GraphCase]:

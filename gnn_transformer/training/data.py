@@ -18,8 +18,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ..batching import seq2seq_data, sequence_data
 from ..graphs import causal
+from ..graphs.batching import seq2seq_data, sequence_data
 
 __all__ = ["Seq2SeqExamples", "LanguageModelExamples", "GlobalBatchSampler", "make_loader", "batch_labels"]
 

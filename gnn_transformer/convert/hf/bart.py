@@ -17,9 +17,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ...layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
-from ...transformer import GraphTransformerDecoder, GraphTransformerEncoder
-from ...variants import LearnedPositionalEmbedding
+from ...core.layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
+from ...core.stacks import GraphTransformerDecoder, GraphTransformerEncoder
+from ...variants.models import LearnedPositionalEmbedding
 from .common import PaddedPair, Seq2SeqGraphModel, WeightEntry, activation_name, per_layer_entries, tied
 
 _ATTENTION = [("in_proj_weight", tuple(f"{n}_proj.weight" for n in "qkv")),

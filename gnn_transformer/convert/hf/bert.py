@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...layers import GraphTransformerEncoderLayer, resolve_activation
-from ...transformer import GraphTransformerEncoder
-from ...variants import LearnedPositionalEmbedding
+from ...core.layers import GraphTransformerEncoderLayer, resolve_activation
+from ...core.stacks import GraphTransformerEncoder
+from ...variants.models import LearnedPositionalEmbedding
 from .common import (HFGraphModel, WeightEntry, activation_name, check_unsupported, cross_entropy, node_positions,
                      per_layer_entries, self_graph, tied, token_ids, token_mask)
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ...biases import RelativePositionBias
-from ...layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
-from ...norms import RMSNorm
-from ...transformer import GraphTransformerDecoder, GraphTransformerEncoder
+from ...core.layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
+from ...core.norms import RMSNorm
+from ...core.stacks import GraphTransformerDecoder, GraphTransformerEncoder
+from ...variants.biases import RelativePositionBias
 from .common import PaddedPair, Seq2SeqGraphModel, WeightEntry, activation_name, per_layer_entries, tied
 
 

@@ -1,0 +1,216 @@
+r"""Complete models: embeddings, positional encodings, graph stacks and the output softmax.
+
+* :class:`GraphTransformerModel` -- the encoder-decoder model of "Attention Is All You
+  Need" (arXiv:1706.03762, figure 1) on a seq2seq batch (``HeteroData`` from
+  :func:`gnn_transformer.graphs.seq2seq_batch`).
+* :class:`GraphEncoderModel` -- encoder-only (BERT-like, arXiv:1810.04805): encoder
+  layers on the complete graph of each sequence.
+* :class:`GraphDecoderModel` -- decoder-only (GPT-like, arXiv:2005.14165): the same
+  encoder-style layers (no cross-attention) on the causal graph.
+
+Each returns logits per node; ``log_probs`` and ``probs`` give the prediction
+distributions :math:`\operatorname{softmax}(h W_\text{out} + b)` over the vocabulary.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
+from .layers import GraphTransformerEncoderLayer
+from .stacks import GraphTransformer, GraphTransformerEncoder
+
+__all__ = ["GraphTransformerModel", "GraphEncoderModel", "GraphDecoderModel"]
+
+TIES = ("none", "output", "all")
+
+
+def _edge_bias(store):
+    return store["edge_bias"] if "edge_bias" in store else None
+
+
+def _require(store, keys: tuple[str, ...], what: str) -> None:
+    missing = [key for key in keys if key not in store]
+    if missing:
+        raise ValueError(f"{what} is missing {missing}; build batches with gnn_transformer.graphs")
+
+
+class _TokenModel(nn.Module):
+    """Shared input path: dropout(token embedding * sqrt(d_model) + positional encoding)."""
+
+    def _embed(self, embedding: TokenEmbedding, tokens: Tensor, position: Tensor) -> Tensor:
+        x = embedding(tokens)  # (N, d_model)
+        return self.dropout(x + self.positional(position, dtype=x.dtype))
+
+    def log_probs(self, *args, **kwargs) -> Tensor:
+        """Log-probabilities of the next token at each node, (N, vocab)."""
+        return torch.log_softmax(self(*args, **kwargs), dim=-1)
+
+    def probs(self, *args, **kwargs) -> Tensor:
+        """Prediction probabilities at each node, (N, vocab); rows sum to 1."""
+        return torch.softmax(self(*args, **kwargs), dim=-1)
+
+
+class GraphTransformerModel(_TokenModel):
+    r"""The encoder-decoder Transformer of the paper, as message passing.
+
+    Args:
+        src_vocab_size: source vocabulary size.
+        tgt_vocab_size: target vocabulary size (default: ``src_vocab_size``).
+        d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout,
+        activation, layer_norm_eps, norm_first, bias: as :class:`torch.nn.Transformer`.
+        tie_weights: ``"none"``; ``"output"`` shares the target embedding with the output
+            layer; ``"all"`` also shares it with the source embedding (the paper's three-way
+            sharing, section 3.4; needs one vocabulary).
+        backend: attention backend of every layer.
+
+    Input: a ``HeteroData`` batch with ``batch['src'].x``/``.position``,
+    ``batch['tgt'].x``/``.position`` and the edge types ``('src','to','src')``,
+    ``('tgt','to','tgt')``, ``('src','to','tgt')`` (an optional ``edge_bias`` per edge type
+    is used as a per-edge score bias).  An ``edge_index`` or ``edge_bias`` may also be a list
+    with one entry per layer (any pattern of :mod:`gnn_transformer.graphs.patterns`); PyG does not
+    collate lists, so set them on the collated batch.
+
+    Returns: logits (num_target_tokens, tgt_vocab_size).
+
+    Example::
+
+        >>> model = GraphTransformerModel(11, d_model=32, nhead=4, num_encoder_layers=2,
+        ...                               num_decoder_layers=2, dim_feedforward=64)
+        >>> batch = graphs.seq2seq_batch([torch.tensor([1, 2, 3])], [torch.tensor([0, 1])])
+        >>> model(batch).shape
+        torch.Size([2, 11])
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int | None = None,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str | Callable[[Tensor], Tensor] = "relu",
+        layer_norm_eps: float = 1e-5,
+        norm_first: bool = False,
+        bias: bool = True,
+        tie_weights: str = "none",
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "reference",
+    ) -> None:
+        super().__init__()
+        tgt_vocab_size = src_vocab_size if tgt_vocab_size is None else tgt_vocab_size
+        if tie_weights not in TIES:
+            raise ValueError(f"tie_weights must be one of {TIES}, got {tie_weights!r}")
+        if tie_weights == "all" and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                f"tie_weights='all' shares one embedding, so it needs one vocabulary; got "
+                f"src_vocab_size={src_vocab_size} and tgt_vocab_size={tgt_vocab_size}"
+            )
+        factory = {"device": device, "dtype": dtype}
+        self.tie_weights = tie_weights
+        self.transformer = GraphTransformer(
+            d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout, activation,
+            layer_norm_eps=layer_norm_eps, norm_first=norm_first, bias=bias, backend=backend, **factory,
+        )
+        self.tgt_embed = TokenEmbedding(tgt_vocab_size, d_model, **factory)
+        self.src_embed = self.tgt_embed if tie_weights == "all" else TokenEmbedding(src_vocab_size, d_model, **factory)
+        self.positional = SinusoidalPositionalEncoding(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.generator = nn.Linear(d_model, tgt_vocab_size, bias=bias, **factory)
+        if tie_weights != "none":
+            self.generator.weight = self.tgt_embed.embedding.weight
+
+    def encode(self, batch) -> Tensor:
+        """Memory: the encoder's output for every source token, (num_source_tokens, d_model)."""
+        _require(batch["src"], ("x", "position"), "batch['src']")
+        store = batch["src", "to", "src"]
+        src = self._embed(self.src_embed, batch["src"].x, batch["src"].position)
+        return self.transformer.encoder.forward_graph(src, store.edge_index, _edge_bias(store),
+                                                      position=batch["src"].position)
+
+    def decode(self, batch, memory: Tensor | None, return_attention_weights: bool = False, cache: list | None = None):
+        """Decoder output for every target token, (num_target_tokens, d_model).
+
+        With ``cache`` (one ``{"self", "cross"}`` pair of :class:`KeyValueCache` per layer) the batch
+        holds only new target nodes and its edges index all cached nodes: incremental decoding.
+        """
+        _require(batch["tgt"], ("x", "position"), "batch['tgt']")
+        self_store, cross_store = batch["tgt", "to", "tgt"], batch["src", "to", "tgt"]
+        tgt = self._embed(self.tgt_embed, batch["tgt"].x, batch["tgt"].position)
+        src_position = batch["src"].position if "position" in batch["src"] else None
+        return self.transformer.decoder.forward_graph(
+            tgt, memory, self_store.edge_index, cross_store.edge_index, _edge_bias(self_store),
+            _edge_bias(cross_store), return_attention_weights, position=batch["tgt"].position,
+            memory_position=src_position, cache=cache,
+        )
+
+    def forward(self, batch) -> Tensor:
+        """Logits of the next target token at every target node, (num_target_tokens, tgt_vocab_size)."""
+        return self.generator(self.decode(batch, self.encode(batch)))
+
+
+class _SingleStackModel(_TokenModel):
+    """Embeddings, one stack of encoder-style layers with a final norm, output layer."""
+
+    def __init__(self, vocab_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, activation="relu",
+                 layer_norm_eps: float = 1e-5, norm_first: bool = False, bias: bool = True,
+                 tie_weights: bool = False, device=None, dtype=None, *, backend: str = "reference") -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        layer = GraphTransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, norm_first=norm_first, bias=bias,
+            backend=backend, **factory,
+        )
+        norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
+        self.encoder = GraphTransformerEncoder(layer, num_layers, norm)
+        for parameter in self.encoder.parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+        self.embed = TokenEmbedding(vocab_size, d_model, **factory)
+        self.positional = SinusoidalPositionalEncoding(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.generator = nn.Linear(d_model, vocab_size, bias=bias, **factory)
+        if tie_weights:
+            self.generator.weight = self.embed.embedding.weight
+
+    def hidden(self, data, return_attention_weights: bool = False, cache: list | None = None):
+        """Final hidden state of every token, (N, d_model); ``cache`` as in the stack's ``forward_graph``."""
+        _require(data, ("x", "position", "edge_index"), "data")
+        x = self._embed(self.embed, data.x, data.position)
+        return self.encoder.forward_graph(x, data.edge_index, _edge_bias(data), return_attention_weights,
+                                          position=data.position, cache=cache)
+
+    def forward(self, data) -> Tensor:
+        """Logits per token, (N, vocab_size); ``data`` holds ``x``, ``position``, ``edge_index``."""
+        return self.generator(self.hidden(data))
+
+
+class GraphEncoderModel(_SingleStackModel):
+    """Encoder-only (BERT-like) model: layers on the complete graph of each sequence.
+
+    Build inputs with ``graphs.sequence_data(tokens, "complete")`` and PyG's ``Batch``.
+    Arguments as :class:`GraphTransformerModel` with one ``num_layers``;
+    ``tie_weights`` shares the embedding with the output layer.  Any other graph works
+    too: ``data.edge_index`` (and ``data.edge_bias``) may be one edge set or a list with
+    one per layer, set on the collated batch, e.g.
+    ``batch.edge_index = [patterns.strided(lengths, 4, part=p) for p in ("local", "strided")]``.
+    """
+
+    graph = "complete"
+
+
+class GraphDecoderModel(_SingleStackModel):
+    """Decoder-only (GPT-like) model: encoder-style layers (no cross-attention) on the causal graph.
+
+    Build inputs with ``graphs.sequence_data(tokens, "causal")`` and PyG's ``Batch``.
+    """
+
+    graph = "causal"
