@@ -305,7 +305,6 @@ def test_cli_explains_a_character_model_on_its_window_graph(charlm_run, capsys):
     (["--target", "<s> le zorro"], r"--target has words not in the vocabulary: \['zorro'\]"),
     (["--source", "  "], "--source needs at least one word"),
     (["--digits", "0"], "digits must be an integer from 1 to 8, got 0"),
-    (["--layers", "-1"], "layers must be an integer of at least 0"),
     (["--d-model", "10", "--nhead", "4"], r"--d-model \(10\) must be divisible by --nhead \(4\)"),
 ])
 def test_cli_bad_input_is_named(argv, message):

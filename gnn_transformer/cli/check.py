@@ -11,6 +11,8 @@ import warnings
 
 import torch
 
+from .options import device, non_negative_int, positive_int
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -19,17 +21,17 @@ def add_parser(subparsers) -> None:
         "check", help="run the equivalence suite against torch.nn.Transformer and print the parity table",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--d-model", type=int, default=512)
-    parser.add_argument("--nhead", type=int, default=8)
-    parser.add_argument("--num-encoder-layers", type=int, default=6)
-    parser.add_argument("--num-decoder-layers", type=int, default=6)
-    parser.add_argument("--dim-feedforward", type=int, default=2048)
+    parser.add_argument("--d-model", type=positive_int, default=512)
+    parser.add_argument("--nhead", type=positive_int, default=8)
+    parser.add_argument("--num-encoder-layers", type=positive_int, default=6)
+    parser.add_argument("--num-decoder-layers", type=positive_int, default=6)
+    parser.add_argument("--dim-feedforward", type=positive_int, default=2048)
     parser.add_argument("--activation", choices=("relu", "gelu"), default="relu")
     parser.add_argument("--norm-first", action="store_true", help="pre-norm layers (norm_first=True)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float64")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=4, help="sequences per random ragged batch")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="sequences per random ragged batch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--arch", choices=("gpt2", "bert", "bart", "t5"), default=None,
                         help="compare a Hugging Face architecture (small random model) with its graph model instead; "
@@ -48,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
         return report(args.arch, args)
     from ..testing.equivalence import CheckConfig, format_table, run_suite
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("gnn-transformer check: --device cuda was asked for but torch sees no CUDA device")
     if args.d_model % args.nhead:
         raise SystemExit(f"gnn-transformer check: --d-model {args.d_model} is not divisible by --nhead {args.nhead}")
     config = CheckConfig(

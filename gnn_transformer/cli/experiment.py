@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from .options import non_negative_int, output_folder, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -22,28 +23,28 @@ def add_parser(subparsers) -> None:
     defaults = argparse.ArgumentDefaultsHelpFormatter
 
     complexity = experiments.add_parser("complexity", help="Table 1 measured on the graphs", formatter_class=defaults)
-    complexity.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512],
+    complexity.add_argument("--lengths", type=positive_int, nargs="+", default=[16, 32, 64, 128, 256, 512],
                             help="sequence lengths n")
-    complexity.add_argument("--d-model", type=int, default=64, help="width d")
-    complexity.add_argument("--radius", type=int, default=4, help="window radius r of restricted self-attention")
-    complexity.add_argument("--kernel-size", type=int, default=3, help="kernel width k of the convolutions")
+    complexity.add_argument("--d-model", type=positive_int, default=64, help="width d")
+    complexity.add_argument("--radius", type=non_negative_int, default=4, help="window radius r of restricted self-attention")
+    complexity.add_argument("--kernel-size", type=positive_int, default=3, help="kernel width k of the convolutions")
     complexity.set_defaults(func=run_complexity)
 
     collapse = experiments.add_parser("rank-collapse", help="rank collapse of attention stacks on several graphs",
                                       formatter_class=defaults)
-    collapse.add_argument("--depth", type=int, default=12, help="layers per stack")
-    collapse.add_argument("--n", type=int, default=32, help="tokens per sequence")
-    collapse.add_argument("--sequences", type=int, default=8, help="random sequences (results are their mean)")
-    collapse.add_argument("--d-model", type=int, default=64)
-    collapse.add_argument("--nhead", type=int, default=4)
+    collapse.add_argument("--depth", type=positive_int, default=12, help="layers per stack")
+    collapse.add_argument("--n", type=positive_int, default=32, help="tokens per sequence")
+    collapse.add_argument("--sequences", type=positive_int, default=8, help="random sequences (results are their mean)")
+    collapse.add_argument("--d-model", type=positive_int, default=64)
+    collapse.add_argument("--nhead", type=positive_int, default=4)
     collapse.add_argument("--norm", choices=("frobenius", "l1,inf"), default="frobenius")
-    collapse.add_argument("--radius", type=int, default=2, help="radius of the window graph")
-    collapse.add_argument("--num-random", type=int, default=3, help="random keys per query of the random graph")
-    collapse.add_argument("--seed", type=int, default=0)
+    collapse.add_argument("--radius", type=non_negative_int, default=2, help="radius of the window graph")
+    collapse.add_argument("--num-random", type=non_negative_int, default=3, help="random keys per query of the random graph")
+    collapse.add_argument("--seed", type=non_negative_int, default=0)
     collapse.set_defaults(func=run_rank_collapse)
 
     for sub in (complexity, collapse):
-        sub.add_argument("--out", type=Path, help="folder for the plot and the table (.txt)")
+        sub.add_argument("--out", type=output_folder, help="folder for the plot and the table (.txt)")
         sub.add_argument("--formats", nargs="+", choices=("png", "svg"), default=["png", "svg"],
                          help="picture formats written to --out")
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")

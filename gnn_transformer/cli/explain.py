@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..tasks.demo import DEMO_SOURCE, DEMO_TARGET, DemoConfig
+from .options import non_negative_int, output_file, positive_int
 
 _DEFAULTS = DemoConfig()
 
@@ -25,19 +26,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--target", default=None,
                         help="target words the decoder is fed, starting with <s>; when not given: "
                              f"'{' '.join(DEMO_TARGET)}' for the demo, '<s>' for a checkpoint")
-    parser.add_argument("--layers", type=int, default=2, help="layers of each stack shown in full")
-    parser.add_argument("--digits", type=int, default=3, help="digits after the decimal point")
-    parser.add_argument("--max-features", dest="max_features", type=int, default=16,
+    parser.add_argument("--layers", type=non_negative_int, default=2, help="layers of each stack shown in full")
+    parser.add_argument("--digits", type=non_negative_int, default=3, help="digits after the decimal point")
+    parser.add_argument("--max-features", dest="max_features", type=positive_int, default=16,
                         help="longer vectors show their first values and an ellipsis")
-    parser.add_argument("--html", metavar="FILE", default=None, help="also write the explanation as an HTML page")
+    parser.add_argument("--html", metavar="FILE", type=output_file, default=None, help="also write the explanation as an HTML page")
     parser.add_argument("--quiet", action="store_true", help="with --html: do not print the text")
     demo = parser.add_argument_group("demo model sizes (ignored with --checkpoint)")
-    demo.add_argument("--d-model", dest="d_model", type=int, default=_DEFAULTS.d_model)
-    demo.add_argument("--nhead", type=int, default=_DEFAULTS.nhead)
-    demo.add_argument("--num-layers", dest="num_layers", type=int, default=_DEFAULTS.num_encoder_layers,
+    demo.add_argument("--d-model", dest="d_model", type=positive_int, default=_DEFAULTS.d_model)
+    demo.add_argument("--nhead", type=positive_int, default=_DEFAULTS.nhead)
+    demo.add_argument("--num-layers", dest="num_layers", type=positive_int, default=_DEFAULTS.num_encoder_layers,
                       help="layers of each stack")
-    demo.add_argument("--dim-feedforward", dest="dim_feedforward", type=int, default=_DEFAULTS.dim_feedforward)
-    demo.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the demo's weights")
+    demo.add_argument("--dim-feedforward", dest="dim_feedforward", type=positive_int, default=_DEFAULTS.dim_feedforward)
+    demo.add_argument("--seed", type=non_negative_int, default=_DEFAULTS.seed, help="seed of the demo's weights")
     parser.add_argument("--checkpoint", metavar="DIR", default=None,
                         help="a run folder of 'gnn-transformer train' (or its checkpoint folder)")
     parser.set_defaults(func=run)
@@ -58,9 +59,6 @@ def _demo(args):
     from ..tasks.demo import demo_model
 
     sizes = dict(d_model=args.d_model, nhead=args.nhead, dim_feedforward=args.dim_feedforward)
-    bad = {name: value for name, value in {**sizes, "num_layers": args.num_layers}.items() if value < 1}
-    if bad:
-        raise SystemExit(f"gnn-transformer explain: model sizes must be positive, got {bad}")
     if args.d_model % args.nhead:
         raise SystemExit(f"gnn-transformer explain: --d-model ({args.d_model}) must be divisible by --nhead "
                          f"({args.nhead})")

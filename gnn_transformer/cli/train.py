@@ -8,6 +8,8 @@ import argparse
 
 import torch
 
+from .options import device, non_negative_int, output_folder, positive_float, positive_int, probability
+
 TASKS = ("copy", "reverse", "sort", "translate", "charlm")
 
 
@@ -20,33 +22,34 @@ def add_parser(subparsers) -> None:
                "-m gnn_transformer train copy --distributed",
     )
     parser.add_argument("task", choices=TASKS)
-    parser.add_argument("--steps", type=int, help="optimizer steps")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--steps", type=positive_int, help="optimizer steps")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     parser.add_argument("--distributed", action="store_true", help="DistributedDataParallel under torchrun")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="examples per (global) batch")
-    parser.add_argument("--d-model", dest="d_model", type=int)
-    parser.add_argument("--nhead", type=int)
-    parser.add_argument("--num-layers", dest="num_layers", type=int, help="layers of each stack")
-    parser.add_argument("--dim-feedforward", dest="dim_feedforward", type=int)
-    parser.add_argument("--dropout", type=float)
-    parser.add_argument("--warmup", type=int, help="warm-up steps of the learning-rate schedule")
-    parser.add_argument("--lr-factor", dest="lr_factor", type=float, help="multiplier of the paper's schedule")
-    parser.add_argument("--label-smoothing", dest="label_smoothing", type=float)
-    parser.add_argument("--num-train", dest="num_train", type=int, help="seq2seq tasks: training pairs")
-    parser.add_argument("--num-test", dest="num_test", type=int, help="seq2seq tasks: held-out pairs")
-    parser.add_argument("--beam-size", dest="beam_size", type=int, default=4)
-    parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=500)
+    parser.add_argument("--batch-size", dest="batch_size", type=positive_int, help="examples per (global) batch")
+    parser.add_argument("--d-model", dest="d_model", type=positive_int)
+    parser.add_argument("--nhead", type=positive_int)
+    parser.add_argument("--num-layers", dest="num_layers", type=positive_int, help="layers of each stack")
+    parser.add_argument("--dim-feedforward", dest="dim_feedforward", type=positive_int)
+    parser.add_argument("--dropout", type=probability)
+    parser.add_argument("--warmup", type=positive_int, help="warm-up steps of the learning-rate schedule")
+    parser.add_argument("--lr-factor", dest="lr_factor", type=positive_float, help="multiplier of the paper's schedule")
+    parser.add_argument("--label-smoothing", dest="label_smoothing", type=probability)
+    parser.add_argument("--num-train", dest="num_train", type=positive_int, help="seq2seq tasks: training pairs")
+    parser.add_argument("--num-test", dest="num_test", type=positive_int, help="seq2seq tasks: held-out pairs")
+    parser.add_argument("--beam-size", dest="beam_size", type=positive_int, default=4)
+    parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive_int, default=500)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/TASK)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--out", type=output_folder, default=None, help="run folder (default: runs/TASK)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads per process (default: torch's choice); 1 is fastest for small "
                              "models and on busy machines")
     parser.add_argument("--prompt", default="The ", help="charlm: the sample's prompt")
-    parser.add_argument("--sample-length", dest="sample_length", type=int, default=None,
+    parser.add_argument("--sample-length", dest="sample_length", type=positive_int, default=None,
                         help="charlm: characters to sample (default: up to the trained sequence length)")
-    parser.add_argument("--sequence-length", dest="sequence_length", type=int, help="charlm: characters per sequence")
-    parser.add_argument("--attention-window", dest="attention_window", type=int,
+    parser.add_argument("--sequence-length", dest="sequence_length", type=positive_int,
+                        help="charlm: characters per sequence")
+    parser.add_argument("--attention-window", dest="attention_window", type=positive_int,
                         help="charlm: characters each character attends to (sliding-window causal graph)")
     parser.add_argument("--no-plot", dest="no_plot", action="store_true", help="translate: no alignment picture")
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
@@ -56,12 +59,6 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..tasks.runs import run_charlm, run_seq2seq
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("gnn-transformer train: --device cuda was asked for but torch sees no CUDA device")
-    if args.steps is not None and args.steps < 1:
-        raise SystemExit(f"gnn-transformer train: --steps must be positive, got {args.steps}")
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f"gnn-transformer train: --threads must be positive, got {args.threads}")
     args.out = args.out or f"runs/{args.task}"
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or threads)
