@@ -24,6 +24,7 @@ The three graphs of "Attention Is All You Need" (arXiv:1706.03762):
 """
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import torch
@@ -46,19 +47,52 @@ __all__ = [
 LengthsLike = Tensor | Sequence[int]
 
 
+def _integer(value) -> int | None:
+    """``value`` as a Python int if it is an integer (Python, NumPy, or a 0-d integer tensor), else None.
+
+    Bools are not lengths: ``True`` would silently count as 1.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    if isinstance(value, Tensor):
+        is_integer = value.dim() == 0 and not (value.dtype.is_floating_point or value.is_complex()
+                                                or value.dtype == torch.bool)
+        return int(value) if is_integer else None
+    try:
+        return operator.index(value)  # int and NumPy integers; floats, strings and the rest refuse
+    except TypeError:
+        return None
+
+
 def as_lengths(lengths: LengthsLike, name: str = "lengths", device=None) -> Tensor:
-    """Validate sequence lengths and return them as a 1-D ``int64`` tensor."""
+    """Validate sequence lengths and return them as a 1-D ``int64`` tensor.
+
+    Accepted: a 1-D integer tensor or NumPy array, or a list/tuple of integers (Python, NumPy
+    or 0-d integer tensors), one length per sequence.  Refused with an error naming ``name``:
+    a single number (``complete(5)``: write ``complete([5])``), bools, floats, sets and
+    mappings (no order), nested lists, negative lengths and an empty batch.
+    """
+    expected = "a 1-D integer tensor or a list of integers, one length per sequence"
+    if type(lengths).__module__ == "numpy" and hasattr(lengths, "dtype"):
+        lengths = torch.from_numpy(lengths) if type(lengths).__name__ == "ndarray" else lengths
     if isinstance(lengths, Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
             raise TypeError(f"{name} must hold integers, got a tensor of dtype {lengths.dtype}")
+        if lengths.dim() != 1:
+            hint = f": for one sequence of {int(lengths)} tokens pass [{int(lengths)}]" if lengths.dim() == 0 else ""
+            raise ValueError(f"{name} must be 1-D (one length per sequence), got shape {tuple(lengths.shape)}{hint}")
         out = lengths.to(dtype=torch.long, device=device if device is not None else lengths.device)
+    elif _integer(lengths) is not None:
+        raise TypeError(f"{name} must be {expected}, got the single number {lengths!r}: for one sequence of "
+                        f"{_integer(lengths)} tokens pass [{_integer(lengths)}]")
+    elif not isinstance(lengths, (list, tuple, range)):
+        raise TypeError(f"{name} must be {expected}, got {type(lengths).__name__} {lengths!r}")
     else:
-        values = list(lengths)
-        if not all(isinstance(v, int) or (isinstance(v, Tensor) and v.numel() == 1) for v in values):
-            raise TypeError(f"{name} must be a 1-D tensor or a list of integers, got {lengths!r}")
-        out = torch.tensor([int(v) for v in values], dtype=torch.long, device=device)
-    if out.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one length per sequence), got shape {tuple(out.shape)}")
+        values = [_integer(v) for v in lengths]
+        bad = [v for v, i in zip(lengths, values) if i is None]
+        if bad:
+            raise TypeError(f"{name} must be {expected}; {bad[0]!r} ({type(bad[0]).__name__}) is not an integer")
+        out = torch.tensor(values, dtype=torch.long, device=device)
     if out.numel() == 0:
         raise ValueError(f"{name} is empty: a batch needs at least one sequence")
     if bool((out < 0).any()):
@@ -136,7 +170,9 @@ def causal(lengths: LengthsLike, window: int | None = None) -> Tensor:
         edge_index of shape (2, sum(L_b (L_b + 1) / 2)) without a window.
     """
     lengths = as_lengths(lengths)
-    if window is not None and (not isinstance(window, int) or window < 1):
+    if window is not None and _integer(window) is None:
+        raise TypeError(f"window must be a positive integer (tokens attended to, self included), got {window!r}")
+    if window is not None and window < 1:
         raise ValueError(f"window must be a positive integer (tokens attended to, self included), got {window!r}")
     ptr = lengths_to_ptr(lengths)
     batch = batch_vector(lengths)

@@ -67,12 +67,37 @@ def test_to_nodes_and_back():
     assert torch.equal(graphs.to_nodes(x.transpose(0, 1), lengths, batch_first=False), nodes)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ([], "empty"), ([2, -1], "non-negative"), ([[1, 2]], "1-D"), (torch.tensor([1.5]), "integers"),
+@pytest.mark.parametrize("bad, error, message", [
+    ([], ValueError, "lengths is empty"),
+    ([2, -1], ValueError, "non-negative"),
+    ([[1, 2]], TypeError, r"\[1, 2\] \(list\) is not an integer"),
+    (torch.tensor([[1, 2]]), ValueError, r"1-D \(one length per sequence\), got shape \(1, 2\)"),
+    (torch.tensor([1.5]), TypeError, "must hold integers, got a tensor of dtype torch.float32"),
+    (5, TypeError, r"got the single number 5: for one sequence of 5 tokens pass \[5\]"),
+    (torch.tensor(5), ValueError, r"got shape \(\): for one sequence of 5 tokens pass \[5\]"),
+    ([True, True], TypeError, r"True \(bool\) is not an integer"),
+    ([torch.tensor(True)], TypeError, "is not an integer"),
+    ([2.0, 3.0], TypeError, r"2.0 \(float\) is not an integer"),
+    ([torch.tensor(2.5)], TypeError, "is not an integer"),
+    ({2, 3}, TypeError, "got set"),
+    ({2: 1}, TypeError, "got dict"),
+    ("23", TypeError, "got str"),
+    (None, TypeError, "got NoneType"),
 ])
-def test_bad_lengths(bad, message):
-    with pytest.raises((ValueError, TypeError), match=message):
+def test_bad_lengths(bad, error, message):
+    """Each refusal names the argument and what it expected; nothing is truncated or guessed."""
+    with pytest.raises(error, match=message):
         graphs.complete(bad)
+    with pytest.raises(error, match="src_lengths"):
+        graphs.bipartite(bad, [1])
+
+
+def test_lengths_of_every_integer_kind_are_accepted():
+    numpy = pytest.importorskip("numpy")
+    expected = graphs.complete([2, 1])
+    for lengths in ((2, 1), range(2, 0, -1), numpy.array([2, 1]), [numpy.int64(2), torch.tensor(1)],
+                    torch.tensor([2, 1], dtype=torch.int32)):
+        assert torch.equal(graphs.complete(lengths), expected)
 
 
 def test_bipartite_needs_target_count():
@@ -202,3 +227,6 @@ def test_causal_window_keeps_the_last_tokens_only():
     assert bool(((target - source >= 0) & (target - source < 3)).all()) and source.numel() == 1 + 2 + 5 * 3
     with pytest.raises(ValueError, match="window must be a positive integer"):
         graphs.causal([3], window=0)
+    for bad in (True, 2.0, "2"):
+        with pytest.raises(TypeError, match="window must be a positive integer"):
+            graphs.causal([3], window=bad)
