@@ -139,3 +139,50 @@ def test_checkpoints_are_pruned_and_bad_paths_are_named(tmp_path):
         load_checkpoint(tmp_path / "nowhere", model=model)
     assert latest_checkpoint(tmp_path / "empty") is None
     assert not Trainer(build(), TrainConfig(), checkpoint_dir=tmp_path / "empty").resume()
+
+
+def test_truncated_corrupted_or_foreign_checkpoints_name_the_file_and_the_mismatch(tmp_path):
+    from gnn_transformer.training import CheckpointError
+
+    model = build()
+    folder = save_checkpoint(tmp_path, model=model, optimizer=None, step=1, config={"kind": "test"})
+    weights = folder / "model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])  # a copy cut short
+    with pytest.raises(CheckpointError, match=r"model\.safetensors cannot be read, it is truncated or corrupted"):
+        load_checkpoint(tmp_path, model=model)
+    weights.write_bytes(intact)
+    state = (folder / "state.json").read_text()
+    (folder / "state.json").write_text(state[:12])
+    with pytest.raises(CheckpointError, match=r"state\.json cannot be read"):
+        load_checkpoint(tmp_path, model=model)
+    (folder / "state.json").write_text(state)
+    (folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing: the checkpoint is incomplete"):
+        load_checkpoint(folder, model=model)
+
+    other = tmp_path / "other"
+    save_checkpoint(other, model=model, optimizer=None, step=1, config={})
+    wider = GraphTransformerModel(12, d_model=32, nhead=2, num_encoder_layers=2, num_decoder_layers=1,
+                                  dim_feedforward=32, tie_weights="all", dtype=torch.float64)
+    with pytest.raises(CheckpointError, match=r"holds another model's weights .*missing \['transformer\.encoder\.layers"
+                                              r"\.1\..*shapes differ: .*\(12, 16\) in the file, \(12, 32\) in the model"):
+        load_checkpoint(other, model=wider)
+    untied = GraphTransformerModel(12, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                   dim_feedforward=32, dtype=torch.float64)
+    with pytest.raises(CheckpointError,
+                       match=r"missing \[.src_embed\.embedding\.weight., .tgt_embed\.embedding\.weight.\]"):
+        load_checkpoint(other, model=untied)
+    load_checkpoint(other, model=build())  # the tied model it came from loads, with its weight stored once
+
+
+def test_a_corrupted_run_is_one_line_on_the_command_line(tmp_path, capsys):
+    from gnn_transformer.cli import main
+
+    folder = save_checkpoint(tmp_path / "checkpoints", model=build(), optimizer=None, step=1,
+                             config={"kind": "seq2seq"})
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(SystemExit) as exit:
+        main(["explain", "--checkpoint", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1 and "config.json cannot be read" in err

@@ -7,7 +7,7 @@
 * :mod:`.checkpoint` -- safetensors checkpoints with ``config.json`` beside them, written atomically;
 * :mod:`.distributed` -- torchrun set-up (gloo on CPU, NCCL on GPU) and the global token count.
 """
-from .checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import GlobalBatchSampler, LanguageModelExamples, Seq2SeqExamples, batch_labels, make_loader
 from .distributed import Process, init_from_env
 from .loop import TrainConfig, Trainer, evaluate_loss, token_loss
@@ -29,6 +29,7 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "atomic_write",
+    "CheckpointError",
     "Process",
     "init_from_env",
 ]

@@ -28,10 +28,25 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "atomic_write"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "atomic_write", "CheckpointError"]
 
 LATEST = "latest"
 _TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, corrupted) or does not fit the model."""
+
+
+def _read(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``; an unreadable file becomes an error that names it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete")
+    try:
+        return read(path)
+    except Exception as error:  # safetensors, json and unicode errors all mean: not what was written
+        raise CheckpointError(f"{path} cannot be read, it is truncated or corrupted "
+                              f"({type(error).__name__}: {error})") from error
 
 
 def _safetensors():
@@ -173,7 +188,27 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 def read_config(checkpoint: str | Path) -> dict:
     """The ``config.json`` of a checkpoint folder."""
-    return json.loads((Path(checkpoint) / "config.json").read_text())
+    return _read(Path(checkpoint) / "config.json", lambda path: json.loads(path.read_text()))
+
+
+def _load_model(st, model: nn.Module, path: Path) -> None:
+    """Load ``path`` into ``model``; a file of another model names the keys and shapes that differ."""
+    tensors = _read(path, lambda path: st.load_file(str(path)))
+    expected = model.state_dict()
+    stored_once = {name for name in expected if name not in tensors and any(
+        expected[name] is expected[other] or expected[name].data_ptr() == expected[other].data_ptr()
+        for other in tensors if other in expected)}  # tied weights are stored once
+    missing = sorted(set(expected) - set(tensors) - stored_once)
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{name}: {tuple(tensors[name].shape)} in the file, {tuple(expected[name].shape)} in the model"
+              for name in sorted(set(tensors) & set(expected)) if tensors[name].shape != expected[name].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "",
+                 f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "",
+                 "shapes differ: " + "; ".join(shapes[:3]) + (" ..." if len(shapes) > 3 else "") if shapes else ""]
+        raise CheckpointError(f"{path} holds another model's weights (another configuration?): "
+                              + ", ".join(part for part in parts if part))
+    st.load_model(model, str(path), strict=True)
 
 
 def load_checkpoint(checkpoint: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -189,9 +224,9 @@ def load_checkpoint(checkpoint: str | Path, *, model: nn.Module, optimizer: torc
         checkpoint = latest_checkpoint(checkpoint)
     if not (checkpoint / "model.safetensors").exists():
         raise FileNotFoundError(f"{checkpoint} is not a checkpoint folder (no model.safetensors)")
-    missing, unexpected = st.load_model(model, str(checkpoint / "model.safetensors"), strict=True)
-    state = json.loads((checkpoint / "state.json").read_text())
-    tensors = st.load_file(str(checkpoint / "optimizer.safetensors"))
+    _load_model(st, model, checkpoint / "model.safetensors")
+    state = _read(checkpoint / "state.json", lambda path: json.loads(path.read_text()))
+    tensors = _read(checkpoint / "optimizer.safetensors", lambda path: st.load_file(str(path)))
     if optimizer is not None:
         if state["optimizer"] is None:
             raise ValueError(f"{checkpoint} holds no optimizer state")
