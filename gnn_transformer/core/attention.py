@@ -146,20 +146,29 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Initialise as torch.nn.MultiheadAttention does."""
+        """Initialise as torch.nn.MultiheadAttention's ``_reset_parameters`` does, draw for draw.
+
+        Xavier-uniform projections, zero biases, Xavier-normal ``bias_k``/``bias_v``.  Like torch,
+        this leaves ``out_proj.weight`` alone: it keeps the draw of ``nn.Linear``'s constructor,
+        so that under the same seed this module and torch's hold the same parameters and leave
+        the random number generator in the same state.
+        """
         if self._qkv_same_embed_dim:
             xavier_uniform_(self.in_proj_weight)
         else:
             xavier_uniform_(self.q_proj_weight)
             xavier_uniform_(self.k_proj_weight)
             xavier_uniform_(self.v_proj_weight)
-        self.out_proj.reset_parameters()
         if self.in_proj_bias is not None:
             constant_(self.in_proj_bias, 0.0)
             constant_(self.out_proj.bias, 0.0)
         if self.bias_k is not None:
             xavier_normal_(self.bias_k)
             xavier_normal_(self.bias_v)
+
+    def _reset_parameters(self) -> None:
+        """torch's name for :meth:`reset_parameters`."""
+        self.reset_parameters()
 
     @staticmethod
     def _config_of(module) -> dict:
