@@ -10,6 +10,7 @@ from torch.nn.init import constant_, xavier_normal_, xavier_uniform_
 from ..backends import GraphAttentionPropagation, check_backend, run_backend
 from ..backends.prepared import PreparedGraph
 from ..backends.validation import check_divisible, check_edge_bias, check_edge_index, check_node_features
+from ..errors import BatchMismatchError, ShapeError
 from .calls import is_graph_call
 from .conversion import TorchCounterpart
 from .dense import DenseLayout, dense_graph, dense_weights
@@ -358,14 +359,16 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
     ) -> tuple[Tensor, Tensor | None]:
         """torch.nn.MultiheadAttention's call on padded tensors; see the class docs."""
         if query.dim() != key.dim() or key.dim() != value.dim():
-            raise ValueError(
+            raise BatchMismatchError(
                 f"query, key and value must all be batched (3-D) or all unbatched (2-D), got "
                 f"{query.dim()}-D, {key.dim()}-D and {value.dim()}-D"
             )
         tgt = DenseLayout.of(query, self.batch_first, "query")
         src = DenseLayout.of(key, self.batch_first, "key")
         if DenseLayout.of(value, self.batch_first, "value") != src:
-            raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length")
+            raise ShapeError(
+                f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length"
+            )
         edge_index, edge_bias = dense_graph(
             attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=self.num_heads,
             is_causal=is_causal, dtype=query.dtype,
