@@ -48,10 +48,29 @@ attention dropout, as in torch.
 
 **Differences from torch?**  (1) fully masked rows with ``need_weights=True``: zeros,
 not NaN (above).  (2) ``is_causal=True`` with a mask that is not causal raises
-``ValueError``; torch silently follows either the hint or the mask depending on its
-code path.  (3) ``enable_nested_tensor`` and ``mask_check`` are accepted and ignored:
-there is no padding to pack in a graph.  (4) No fast path changes results with
-``eval()``: the computation is the same in every mode.
+:class:`~errors.CausalHintError` (a ``ValueError``); torch silently follows either the hint
+or the mask depending on its code path, and its eval-mode fast path accepts
+``is_causal=True`` without any mask, which this library refuses in every mode.
+(3) ``enable_nested_tensor`` and ``mask_check`` are accepted and ignored: there is no
+padding to pack in a graph.  (4) No fast path changes results with ``eval()``: the
+computation is the same in every mode.  (5) Refused where torch accepts: NaN or ``+inf``
+in a float mask (``ValueError``), stacks of zero layers (``ValueError``), stacks of
+layers that are not this library's (``TypeError``), an ``activation`` that is neither a
+string nor a callable (``TypeError`` at construction; torch fails at the first call).
+(6) Same seed, same initial weights: ``torch.manual_seed(s)`` before constructing a module
+gives exactly torch's parameters and leaves the generator where torch leaves it.
+
+**Which exceptions?**  Bad input raises a ``ValueError`` (values, shapes) or a
+``TypeError`` (types, dtypes) whose message names the argument, what was given and what
+is expected.  Where ``torch.nn`` raises another class for the same input (it asserts most
+shapes and raises ``RuntimeError`` for others), the error is also an instance of torch's
+class, so code that catches torch's exceptions keeps working: the classes in
+:mod:`gnn_transformer.errors` are both, e.g. ``ShapeError(ValueError, AssertionError)``,
+``MaskShapeError``, ``MaskTypeError``, ``FeatureSizeError``, ``BatchMismatchError``,
+``CausalHintError``, ``NumHeadsError``, ``ActivationError``.  Where torch's class depends
+on its code path (``norm_first``, the decoder's causal-mask detection), the error is an
+instance of each class torch raises there.  Graph-native inputs (``edge_index``,
+``edge_bias``), which torch does not have, raise plain ``ValueError``/``TypeError``.
 
 **Which backend computes attention?**  ``backend="reference"`` (the default) is PyG
 message passing, the literal definition.  ``"chunked"`` (torch, chunks of target nodes,
@@ -66,7 +85,7 @@ MATH backend of ``scaled_dot_product_attention`` with the MHA fast path (and the
 nested tensors) off, because torch's fused kernels differ from its math path by about
 1e-5 in float32 gradients; an unpinned comparison would measure torch, not us.
 """
-from . import backends, core, graphs
+from . import backends, core, errors, graphs
 from ._aliases import install as _install_aliases
 from .backends import PreparedGraph, available_backends, prepare_graph, select_backend
 from .core import functional
@@ -104,6 +123,7 @@ __all__ = [
     "patterns",
     "backends",
     "core",
+    "errors",
     *_LAZY_PACKAGES,
     "graph_attention",
     "available_backends",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import FeatureSizeError, NumHeadsError, ShapeError
+
 
 def check_edge_index(edge_index, num_sources: int, num_targets: int, name: str = "edge_index") -> None:
     """Check shape, dtype and range of an edge index (row 0 sources, row 1 targets), or a prepared graph's counts."""
@@ -78,16 +80,21 @@ def check_edge_bias(edge_bias: Tensor | None, num_edges: int, num_heads: int, dt
 
 
 def check_divisible(embed_dim: int, num_heads: int) -> None:
+    """Positive sizes (``ValueError``, as torch) and whole heads (:class:`NumHeadsError`: torch asserts)."""
     if num_heads <= 0:
         raise ValueError(f"num_heads must be positive, got {num_heads}")
-    if embed_dim <= 0 or embed_dim % num_heads != 0:
-        raise ValueError(
+    if embed_dim <= 0:
+        raise ValueError(f"embed_dim (d_model) must be positive, got {embed_dim}")
+    if embed_dim % num_heads != 0:
+        raise NumHeadsError(
             f"embed_dim (d_model) = {embed_dim} must be a positive multiple of num_heads (nhead) = {num_heads}"
         )
 
 
 def check_node_features(x: Tensor, num_features: int, name: str) -> None:
+    """Node features (num_nodes, num_features): :class:`ShapeError` for a wrong rank, :class:`FeatureSizeError`
+    for a wrong feature size (torch's class for it depends on its code path)."""
     if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (num_nodes, {num_features}), got {tuple(x.shape)}")
+        raise ShapeError(f"{name} must have shape (num_nodes, {num_features}), got {tuple(x.shape)}")
     if x.size(1) != num_features:
-        raise ValueError(f"{name} has {x.size(1)} features per node but the module expects {num_features}")
+        raise FeatureSizeError(f"{name} has {x.size(1)} features per node but the module expects {num_features}")

@@ -10,6 +10,7 @@ from torch.nn.init import constant_, xavier_normal_, xavier_uniform_
 from ..backends import GraphAttentionPropagation, check_backend, run_backend
 from ..backends.prepared import PreparedGraph
 from ..backends.validation import check_divisible, check_edge_bias, check_edge_index, check_node_features
+from ..errors import BatchMismatchError, ShapeError
 from .calls import is_graph_call
 from .conversion import TorchCounterpart
 from .dense import DenseLayout, dense_graph, dense_weights
@@ -146,20 +147,29 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Initialise as torch.nn.MultiheadAttention does."""
+        """Initialise as torch.nn.MultiheadAttention's ``_reset_parameters`` does, draw for draw.
+
+        Xavier-uniform projections, zero biases, Xavier-normal ``bias_k``/``bias_v``.  Like torch,
+        this leaves ``out_proj.weight`` alone: it keeps the draw of ``nn.Linear``'s constructor,
+        so that under the same seed this module and torch's hold the same parameters and leave
+        the random number generator in the same state.
+        """
         if self._qkv_same_embed_dim:
             xavier_uniform_(self.in_proj_weight)
         else:
             xavier_uniform_(self.q_proj_weight)
             xavier_uniform_(self.k_proj_weight)
             xavier_uniform_(self.v_proj_weight)
-        self.out_proj.reset_parameters()
         if self.in_proj_bias is not None:
             constant_(self.in_proj_bias, 0.0)
             constant_(self.out_proj.bias, 0.0)
         if self.bias_k is not None:
             xavier_normal_(self.bias_k)
             xavier_normal_(self.bias_v)
+
+    def _reset_parameters(self) -> None:
+        """torch's name for :meth:`reset_parameters`."""
+        self.reset_parameters()
 
     @staticmethod
     def _config_of(module) -> dict:
@@ -349,14 +359,16 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
     ) -> tuple[Tensor, Tensor | None]:
         """torch.nn.MultiheadAttention's call on padded tensors; see the class docs."""
         if query.dim() != key.dim() or key.dim() != value.dim():
-            raise ValueError(
+            raise BatchMismatchError(
                 f"query, key and value must all be batched (3-D) or all unbatched (2-D), got "
                 f"{query.dim()}-D, {key.dim()}-D and {value.dim()}-D"
             )
         tgt = DenseLayout.of(query, self.batch_first, "query")
         src = DenseLayout.of(key, self.batch_first, "key")
         if DenseLayout.of(value, self.batch_first, "value") != src:
-            raise ValueError(f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length")
+            raise ShapeError(
+                f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length"
+            )
         edge_index, edge_bias = dense_graph(
             attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=self.num_heads,
             is_causal=is_causal, dtype=query.dtype,

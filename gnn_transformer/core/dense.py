@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import BatchMismatchError, CausalHintError, MaskShapeError, MaskTypeError, ShapeError
 from ..graphs.masks import edges_from_mask
 
 
@@ -39,7 +40,7 @@ class DenseLayout:
         if x.dim() == 3:
             b, l = (x.size(0), x.size(1)) if batch_first else (x.size(1), x.size(0))
             return cls(b, l, batch_first, batched=True)
-        raise ValueError(
+        raise ShapeError(
             f"{name} must be (L, F) unbatched, or (L, B, F) / (B, L, F) with batch_first, got {tuple(x.shape)}"
         )
 
@@ -83,29 +84,34 @@ def dense_graph(
 ) -> tuple[Tensor, Tensor | None]:
     """Edges (and biases) of the attention torch computes under these masks.
 
-    ``is_causal`` is torch's hint: it requires a mask (``RuntimeError``, as in
-    torch), and the mask must be the causal one (``ValueError``; torch would
-    silently follow the hint or the mask depending on its code path).
+    ``is_causal`` is torch's hint: it requires a mask (a ``RuntimeError`` in
+    torch), and the mask must be the causal one (torch would silently follow the
+    hint or the mask depending on its code path); both raise :class:`CausalHintError`.
     """
+    if tgt.batched != src.batched:
+        raise BatchMismatchError(
+            f"the queries are {'batched (3-D)' if tgt.batched else 'unbatched (2-D)'} but the keys are "
+            f"{'batched (3-D)' if src.batched else 'unbatched (2-D)'}: both must be batched or both unbatched"
+        )
     if tgt.batch_size != src.batch_size:
-        raise ValueError(f"queries have batch size {tgt.batch_size} but keys have {src.batch_size}")
+        raise BatchMismatchError(f"queries have batch size {tgt.batch_size} but keys have {src.batch_size}")
     if is_causal:
         if attn_mask is None:
-            raise RuntimeError(
+            raise CausalHintError(
                 f"is_causal=True needs {mask_name} as well, as in torch: pass "
                 "GraphTransformer.generate_square_subsequent_mask(L) (or drop the flag)"
             )
         if not _is_causal_mask(attn_mask):
-            raise ValueError(
-                f"is_causal=True was given with a {mask_name} that is not causal; pass the causal "
+            raise CausalHintError(
+                f"is_causal=True was given, but {mask_name} is not causal; pass the causal "
                 "mask (generate_square_subsequent_mask) or set is_causal=False"
             )
     for name, mask in ((mask_name, attn_mask), (padding_name, key_padding_mask)):
         if mask is not None and mask.dtype != torch.bool and not mask.dtype.is_floating_point:
-            raise TypeError(f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}")
+            raise MaskTypeError(f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}")
     if key_padding_mask is not None and not src.batched:
         if key_padding_mask.dim() != 1:
-            raise ValueError(
+            raise MaskShapeError(
                 f"{padding_name} of an unbatched input must be 1-D (S,), got {tuple(key_padding_mask.shape)}"
             )
         key_padding_mask = key_padding_mask.unsqueeze(0)
@@ -119,9 +125,9 @@ def dense_graph(
             num_heads=num_heads,
             dtype=dtype,
         )
-    except ValueError as error:  # name the argument the user passed
+    except ValueError as error:  # name the argument the user passed, keep the class
         message = str(error).replace("attn_mask", mask_name).replace("key_padding_mask", padding_name)
-        raise ValueError(message) from None
+        raise type(error)(message) from None
 
 
 def dense_weights(

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backends.validation import check_node_features
+from ..errors import ActivationError
 from .attention import GraphMultiheadAttention, KeyValueCache
 from .calls import is_graph_call
 from .conversion import TorchCounterpart
@@ -39,7 +40,7 @@ def resolve_activation(activation: Activation) -> Callable[[Tensor], Tensor]:
     approximation, GPT-2's) and ``"silu"``; callables pass through."""
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation should be 'relu', 'gelu' or a callable (or 'gelu_tanh', 'silu'), "
+            raise ActivationError(f"activation should be 'relu', 'gelu' or a callable (or 'gelu_tanh', 'silu'), "
                              f"not {activation!r}")
         return ACTIVATIONS[activation]
     if not callable(activation):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.init import xavier_uniform_
 
 from ..backends.prepared import PreparedGraph
+from ..errors import BatchMismatchError, FeatureSizeError
 from .calls import is_graph_call
 from .conversion import TorchCounterpart, _factory
 from .dense import DenseLayout, dense_graph
@@ -345,14 +346,15 @@ class GraphTransformer(nn.Module, TorchCounterpart):
                       memory_is_causal: bool = False) -> Tensor:
         """torch.nn.Transformer's call on padded tensors."""
         if src.dim() != tgt.dim():
-            raise ValueError(f"src is {src.dim()}-D but tgt is {tgt.dim()}-D: both batched (3-D) or both unbatched")
+            raise BatchMismatchError(f"src is {src.dim()}-D but tgt is {tgt.dim()}-D: both batched (3-D) or both "
+                                     f"unbatched (2-D)")
         batch_axis = 0 if self.batch_first else 1
         if src.dim() == 3 and src.size(batch_axis) != tgt.size(batch_axis):
-            raise ValueError(
+            raise BatchMismatchError(
                 f"the batch number of src and tgt must be equal, got {src.size(batch_axis)} and {tgt.size(batch_axis)}"
             )
         if src.size(-1) != self.d_model or tgt.size(-1) != self.d_model:
-            raise ValueError(
+            raise FeatureSizeError(
                 f"the feature number of src and tgt must be equal to d_model={self.d_model}, "
                 f"got {src.size(-1)} and {tgt.size(-1)}"
             )

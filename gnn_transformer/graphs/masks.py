@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import MaskShapeError, MaskTypeError
+
 __all__ = ["edges_from_mask", "edges_to_mask"]
 
 
@@ -17,7 +19,7 @@ def _additive(mask: Tensor, name: str, dtype: torch.dtype) -> Tensor:
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
     if not mask.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}")
+        raise MaskTypeError(f"{name} must be a bool or floating-point tensor, got dtype {mask.dtype}")
     if bool(torch.isnan(mask).any()) or bool((mask == float("inf")).any()):
         raise ValueError(f"{name} contains NaN or +inf; use -inf (or True in a bool mask) to block a position")
     return mask.to(dtype)
@@ -66,7 +68,7 @@ def edges_from_mask(
         additive = _additive(attn_mask, "attn_mask", dtype)
         if attn_mask.dim() == 2:
             if tuple(attn_mask.shape) != (tgt_len, src_len):
-                raise ValueError(
+                raise MaskShapeError(
                     f"attn_mask has shape {tuple(attn_mask.shape)} but should be "
                     f"(tgt_len, src_len) = {(tgt_len, src_len)}"
                 )
@@ -74,16 +76,16 @@ def edges_from_mask(
         elif attn_mask.dim() == 3:
             expected = (batch_size * num_heads, tgt_len, src_len)
             if tuple(attn_mask.shape) != expected:
-                raise ValueError(
+                raise MaskShapeError(
                     f"attn_mask has shape {tuple(attn_mask.shape)} but a 3-D mask should be "
                     f"(batch_size * num_heads, tgt_len, src_len) = {expected}"
                 )
             total = total + additive.view(batch_size, num_heads, tgt_len, src_len)
         else:
-            raise ValueError(f"attn_mask must be 2-D or 3-D, got {attn_mask.dim()}-D")
+            raise MaskShapeError(f"attn_mask must be 2-D or 3-D, got {attn_mask.dim()}-D {tuple(attn_mask.shape)}")
     if key_padding_mask is not None:
         if tuple(key_padding_mask.shape) != (batch_size, src_len):
-            raise ValueError(
+            raise MaskShapeError(
                 f"key_padding_mask has shape {tuple(key_padding_mask.shape)} but should be "
                 f"(batch_size, src_len) = {(batch_size, src_len)}"
             )
