@@ -11,15 +11,21 @@ this adapter:
 3. after the graph-native computation the nodes are put back in the padded layout.
 
 A padded position therefore stays a node and a query (torch computes an
-output for it too) but sends no edges: it is never a key.
+output for it too) but sends no edges: it is never a key.  Only attention needs
+the graph: the torch-style calls of layers and stacks keep torch's padded layout
+for everything per node (linear maps, norms, dropout act on any leading shape), so
+that their submodules' hooks see torch's tensors.  A stack converts its masks once
+(:func:`mask_graph`) and hands the :class:`MaskGraph` to every layer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..backends.prepared import PreparedGraph
 from ..graphs.masks import edges_from_mask
 
 
@@ -122,6 +128,23 @@ def dense_graph(
     except ValueError as error:  # name the argument the user passed
         message = str(error).replace("attn_mask", mask_name).replace("key_padding_mask", padding_name)
         raise ValueError(message) from None
+
+
+class MaskGraph(NamedTuple):
+    """torch's masks converted once: the edges (prepared for B * S sources and B * L targets) and
+    their per-edge biases (``None`` without float masks).  Internal: stacks pass it to their layers,
+    layers to their attentions (keyword ``graph``), so that no layer converts the masks again."""
+
+    edge_index: PreparedGraph
+    edge_bias: Tensor | None
+
+
+def mask_graph(attn_mask: Tensor | None, key_padding_mask: Tensor | None, *, tgt: DenseLayout, src: DenseLayout,
+               **options) -> MaskGraph:
+    """:func:`dense_graph`, with the edges prepared (checked once) for the padded nodes of ``tgt`` and ``src``."""
+    edge_index, edge_bias = dense_graph(attn_mask, key_padding_mask, tgt=tgt, src=src, **options)
+    graph = PreparedGraph(edge_index, src.batch_size * src.length, tgt.batch_size * tgt.length)
+    return MaskGraph(graph, edge_bias)
 
 
 def dense_weights(
