@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import constant_, xavier_normal_, xavier_uniform_
 from torch.utils.hooks import RemovableHandle
+from torch_geometric.utils import scatter
 
 from ..backends import GraphAttentionPropagation, check_backend, run_backend
 from ..backends.prepared import PreparedGraph
@@ -373,6 +374,16 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             for hook in list(self._attention_hooks.values()):
                 hook(self, tensors)
         return output, (weights if need_weights else None)  # (T, E), (num_edges, H)
+
+    def aggregate(self, inputs: Tensor, index: Tensor, ptr: Tensor | None = None,
+                  dim_size: int | None = None) -> Tensor:
+        """The ``"sum"`` aggregation of the messages at each target, (T, H, Cv).
+
+        Computed with ``scatter`` here rather than through PyG's ``aggr_module(...)``, so that
+        attention makes no module call that torch's ``MultiheadAttention`` does not make (hooks on
+        the module tree fire as in torch); the sum is the same.
+        """
+        return scatter(inputs, index, self.node_dim, dim_size, reduce="sum")
 
     def _scale(self) -> float:
         return 1.0 / math.sqrt(self.head_dim) if self.scale is None else float(self.scale)
