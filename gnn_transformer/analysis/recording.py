@@ -14,9 +14,10 @@ every :class:`~gnn_transformer.core.attention.GraphMultiheadAttention` keeps an
 
 per head, then :math:`\operatorname{concat}_h(h_i) W^O`.  ``q``, ``k``, ``v``, the weights
 :math:`\alpha`, the aggregation :math:`h` and the output are the tensors the model itself
-computed (taken from its reference message-passing backend, which recording switches on for
-the duration); the scores :math:`s` and messages :math:`m` are recomputed from them by the
-formulas above, and ``edge_softmax(scores) == weights`` holds (tested).
+computed, handed to each attention module's attention hook (``register_attention_hook``) by its
+reference message-passing backend, which recording switches on for the duration; the scores
+:math:`s` and messages :math:`m` are recomputed from them by the formulas above, and
+``edge_softmax(scores) == weights`` holds (tested).
 
 Example::
 

@@ -54,7 +54,17 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
       returning ``(attn_output, attn_weights)`` exactly as torch does.
 
     The call is graph-native when ``edge_index`` is given (by keyword or as the fourth
-    positional argument, an integer tensor).
+    positional argument, an integer tensor or a prepared graph).  A plain ``edge_index`` is
+    checked once, where it enters; a :class:`~gnn_transformer.backends.prepared.PreparedGraph`
+    (what layers and stacks hand down) is trusted, and the call never synchronises with the host.
+
+    Hooks fire as in torch: layers and stacks call this module through ``module(...)`` in both
+    calls, and ``out_proj``'s parameters are applied functionally, as torch's attention applies
+    them (its hooks fire in neither).  The per-edge tensors (q, k, v, edges, bias, weights,
+    aggregated heads) are observed with :meth:`register_attention_hook`.
+
+    Empty inputs give torch's shapes: an empty batch, zero-length queries or keys, zero targets
+    or no edges at all (each target then gets out_proj's bias, as torch computes with no key).
 
     Args:
         embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim,

@@ -9,7 +9,12 @@ layer masked self-attention on a second and cross-attention on a bipartite third
 
 Attribute names (``self_attn``, ``multihead_attn``, ``linear1``, ``linear2``,
 ``norm1..3``, ``dropout``, ``dropout1..3``) are those of
-:class:`torch.nn.TransformerEncoderLayer` / :class:`torch.nn.TransformerDecoderLayer`.
+:class:`torch.nn.TransformerEncoderLayer` / :class:`torch.nn.TransformerDecoderLayer`,
+and every submodule is called through ``module(...)`` in torch's order, so forward hooks
+and pre-hooks fire as in torch.  The torch-style call keeps torch's padded layout for the
+per-node operations and calls its attentions torch-style (``(attn_output, None)``, as torch's
+layers get), so hooks also see torch's tensors; the graph-native call passes node features
+and the prepared graph down.  Empty batches and zero-length sequences give torch's shapes.
 """
 from __future__ import annotations
 

@@ -5,6 +5,13 @@ Mirrors :class:`torch.nn.TransformerEncoder`, :class:`torch.nn.TransformerDecode
 keys).  "The encoder is composed of a stack of N = 6 identical layers"
 (arXiv:1706.03762, section 3.1): here each layer passes messages on a graph, one edge
 set for all layers or a list with one edge set per layer.
+
+Layers are called through ``layer(...)`` (forward hooks fire as in torch).  The torch-style
+call converts the masks into a graph once per call and hands it to every layer; the
+graph-native call checks and prepares each distinct ``edge_index`` once
+(:func:`~gnn_transformer.core.calls.prepare_edges`, for the cached sources too when
+decoding incrementally) and the layers trust it.  Empty batches and zero-length sequences
+give torch's shapes.
 """
 from __future__ import annotations
 
@@ -121,7 +128,8 @@ class GraphTransformerEncoder(_Stack):
         """
         n = self.num_layers
         caches = per_layer(cache, n, "cache")
-        edges = _prepared_per_layer(edge_index, n, "edge_index", [source_count(c, x.size(0)) for c in caches], x.size(0))
+        num_sources = [source_count(layer_cache, x.size(0)) for layer_cache in caches]
+        edges = _prepared_per_layer(edge_index, n, "edge_index", num_sources, x.size(0))
         weights = []
         for layer, layer_edges, layer_bias, layer_cache in zip(self.layers, edges, per_layer(edge_bias, n, "edge_bias"),
                                                                caches):
