@@ -14,9 +14,10 @@ every :class:`~gnn_transformer.core.attention.GraphMultiheadAttention` keeps an
 
 per head, then :math:`\operatorname{concat}_h(h_i) W^O`.  ``q``, ``k``, ``v``, the weights
 :math:`\alpha`, the aggregation :math:`h` and the output are the tensors the model itself
-computed (taken from its reference message-passing backend, which recording switches on for
-the duration); the scores :math:`s` and messages :math:`m` are recomputed from them by the
-formulas above, and ``edge_softmax(scores) == weights`` holds (tested).
+computed, handed to each attention module's attention hook (``register_attention_hook``) by its
+reference message-passing backend, which recording switches on for the duration; the scores
+:math:`s` and messages :math:`m` are recomputed from them by the formulas above, and
+``edge_softmax(scores) == weights`` holds (tested).
 
 Example::
 
@@ -37,7 +38,7 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..core.attention import GraphMultiheadAttention
+from ..core.attention import AttentionTensors, GraphMultiheadAttention
 
 __all__ = ["AttentionRecord", "ModuleCall", "Recording", "record", "record_inference", "attention_kind"]
 
@@ -145,33 +146,35 @@ def _detach(value):
     return value
 
 
-def _recording_attend(module: GraphMultiheadAttention, name: str, recording: Recording):
-    """A stand-in for ``module.attend`` that runs it and keeps an :class:`AttentionRecord`."""
-    attend = module.attend  # the bound reference method
+def _attention_hook(name: str, recording: Recording):
+    """An attention hook (:meth:`GraphMultiheadAttention.register_attention_hook`) that keeps an
+    :class:`AttentionRecord` of every call, with the scores and messages recomputed from its tensors."""
+    kind, layer = attention_kind(name)
 
-    def wrapped(query, key, value, edge_index, edge_bias, scale, dropout_p=0.0):
-        out, weights = attend(query, key, value, edge_index, edge_bias, scale, dropout_p)
-        source, target = edge_index
-        scores = (query[target] * key[source]).sum(dim=-1) * scale  # (num_edges, H)
-        if edge_bias is not None:
-            scores = scores + edge_bias
-        kind, layer = attention_kind(name)
+    def hook(module: GraphMultiheadAttention, tensors: AttentionTensors) -> None:
+        source, target = tensors.edge_index
+        scores = (tensors.query[target] * tensors.key[source]).sum(dim=-1) * tensors.scale  # (num_edges, H)
+        if tensors.edge_bias is not None:
+            scores = scores + tensors.edge_bias
+        weights = tensors.weights  # the reference backend, switched on by record(), always has them
         recording.attention.append(AttentionRecord(
-            name=name, kind=kind, layer=layer, edge_index=_detach(edge_index), query=_detach(query),
-            key=_detach(key), value=_detach(value), edge_bias=_detach(edge_bias), scale=float(scale),
-            scores=_detach(scores), weights=_detach(weights),
-            messages=_detach(weights.unsqueeze(-1) * value[source]),  # (num_edges, H, Cv)
-            aggregated=_detach(out),
+            name=name, kind=kind, layer=layer, edge_index=_detach(tensors.edge_index), query=_detach(tensors.query),
+            key=_detach(tensors.key), value=_detach(tensors.value), edge_bias=_detach(tensors.edge_bias),
+            scale=float(tensors.scale), scores=_detach(scores), weights=_detach(weights),
+            messages=_detach(weights.unsqueeze(-1) * tensors.value[source]),  # (num_edges, H, Cv)
+            aggregated=_detach(tensors.aggregated), concatenated=_detach(tensors.aggregated.flatten(1)),
+            output=_detach(tensors.output),
         ))
-        return out, weights
 
-    return wrapped
+    return hook
 
 
 @contextlib.contextmanager
 def record(model: nn.Module) -> Iterator[Recording]:
     """Record every submodule call and every attention of ``model`` run inside the block.
 
+    Module calls are seen through forward hooks, attention through each attention module's
+    attention hook (:meth:`~gnn_transformer.core.attention.GraphMultiheadAttention.register_attention_hook`).
     Attention modules run on the reference backend while recording (the same numbers as
     the fast backends, to their tolerance), so that every per-edge tensor exists.
     Hooks and backends are restored on exit, also after an error.
@@ -184,8 +187,6 @@ def record(model: nn.Module) -> Iterator[Recording]:
     def keep(name):
         def hook(module, inputs, output):
             recording.calls.append(ModuleCall(name, _detach(inputs), _detach(output)))
-            if isinstance(module, nn.Linear) and name.endswith("out_proj"):
-                _complete_attention(recording, name.rsplit(".", 1)[0], inputs[0], output)
         return hook
 
     try:
@@ -195,14 +196,14 @@ def record(model: nn.Module) -> Iterator[Recording]:
             if isinstance(module, GraphMultiheadAttention):
                 restore.append((module, module.backend))
                 module.backend = "reference"
-                module.attend = _recording_attend(module, name or type(module).__name__, recording)
+                handles.append(module.register_attention_hook(_attention_hook(name or type(module).__name__,
+                                                                              recording)))
         yield recording
     finally:
         for handle in handles:
             handle.remove()
         for module, backend in restore:
             module.backend = backend
-            del module.attend  # back to the class's method
 
 
 @contextlib.contextmanager
@@ -217,13 +218,3 @@ def record_inference(model: nn.Module) -> Iterator[Recording]:
     finally:
         if isinstance(model, nn.Module):
             model.train(was_training)
-
-
-def _complete_attention(recording: Recording, attention_name: str, concatenated: Tensor, output: Tensor) -> None:
-    """Attach ``out_proj``'s input (heads concatenated) and output to the latest record of that module."""
-    for entry in reversed(recording.attention):
-        if entry.name == attention_name:
-            if entry.output is None:
-                entry.concatenated, entry.output = _detach(concatenated), _detach(output)
-            return
-

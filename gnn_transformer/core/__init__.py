@@ -13,10 +13,11 @@ In the order of the paper:
 * :mod:`~gnn_transformer.core.model` -- the model with embeddings and the output layer (3.4).
 
 Around them: :mod:`~gnn_transformer.core.dense` (torch's padded tensors and masks to graphs
-and back) and :mod:`~gnn_transformer.core.conversion` (``from_torch`` / ``to_torch``).
+and back), :mod:`~gnn_transformer.core.calls` (the two calls of every module, graphs prepared
+once) and :mod:`~gnn_transformer.core.conversion` (``from_torch`` / ``to_torch``).
 The core imports only :mod:`gnn_transformer.graphs` and :mod:`gnn_transformer.backends`.
 """
-from .attention import GraphMultiheadAttention, KeyValueCache
+from .attention import AttentionTensors, GraphMultiheadAttention, KeyValueCache
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding, sinusoidal_encoding
 from .functional import graph_attention
 from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
@@ -27,4 +28,4 @@ from .stacks import GraphTransformer, GraphTransformerDecoder, GraphTransformerE
 __all__ = ["TokenEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_encoding", "graph_attention",
            "GraphMultiheadAttention", "KeyValueCache", "GraphTransformerEncoderLayer", "GraphTransformerDecoderLayer",
            "RMSNorm", "GraphTransformerEncoder", "GraphTransformerDecoder", "GraphTransformer",
-           "GraphTransformerModel", "GraphEncoderModel", "GraphDecoderModel"]
+           "GraphTransformerModel", "GraphEncoderModel", "GraphDecoderModel", "AttentionTensors"]

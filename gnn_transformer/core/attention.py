@@ -2,20 +2,26 @@ r"""Multi-head attention as a PyG ``MessagePassing`` layer with ``torch.nn.Multi
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import constant_, xavier_normal_, xavier_uniform_
+from torch.utils.hooks import RemovableHandle
+from torch_geometric.utils import scatter
 
 from ..backends import GraphAttentionPropagation, check_backend, run_backend
 from ..backends.prepared import PreparedGraph
 from ..backends.validation import check_divisible, check_edge_bias, check_edge_index, check_node_features
 from ..errors import BatchMismatchError, ShapeError
-from .calls import is_graph_call
+from .calls import is_graph_call, prepare_edges
 from .conversion import TorchCounterpart
-from .dense import DenseLayout, dense_graph, dense_weights
+from .dense import DenseLayout, MaskGraph, dense_weights, mask_graph
 
-__all__ = ["GraphMultiheadAttention", "KeyValueCache"]
+__all__ = ["GraphMultiheadAttention", "KeyValueCache", "AttentionTensors"]
 
 
 class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
@@ -49,7 +55,17 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
       returning ``(attn_output, attn_weights)`` exactly as torch does.
 
     The call is graph-native when ``edge_index`` is given (by keyword or as the fourth
-    positional argument, an integer tensor).
+    positional argument, an integer tensor or a prepared graph).  A plain ``edge_index`` is
+    checked once, where it enters; a :class:`~gnn_transformer.backends.prepared.PreparedGraph`
+    (what layers and stacks hand down) is trusted, and the call never synchronises with the host.
+
+    Hooks fire as in torch: layers and stacks call this module through ``module(...)`` in both
+    calls, and ``out_proj``'s parameters are applied functionally, as torch's attention applies
+    them (its hooks fire in neither).  The per-edge tensors (q, k, v, edges, bias, weights,
+    aggregated heads) are observed with :meth:`register_attention_hook`.
+
+    Empty inputs give torch's shapes: an empty batch, zero-length queries or keys, zero targets
+    or no edges at all (each target then gets out_proj's bias, as torch computes with no key).
 
     Args:
         embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim,
@@ -144,6 +160,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             self.bias_k = self.bias_v = None
         self.add_zero_attn = add_zero_attn
         self.qk_transform = qk_transform
+        self._attention_hooks: OrderedDict[int, Callable] = OrderedDict()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -249,8 +266,10 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             extra.append(torch.stack([torch.full_like(targets, num_sources + slot), targets]))
         return torch.cat([edge_index, *extra], dim=1) if extra else edge_index
 
-    def _add_virtual_sources(self, k: Tensor, v: Tensor, edge_index: Tensor, edge_bias: Tensor | None,
+    def _add_virtual_sources(self, k: Tensor, v: Tensor, edge_index: Tensor | PreparedGraph, edge_bias: Tensor | None,
                              num_targets: int):
+        """k, v (S + V, H, C) with the V virtual sources appended, the graph with their edges into every
+        target, and the bias (num_edges, H or 1) padded with zeros for those edges."""
         num_sources = k.size(0)
         if self.bias_k is not None:
             k = torch.cat([k, self.bias_k.reshape(1, self.num_heads, self.head_dim)])  # (S + 1, H, C)
@@ -258,22 +277,45 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         if self.add_zero_attn:
             k = torch.cat([k, k.new_zeros(1, self.num_heads, self.head_dim)])
             v = torch.cat([v, v.new_zeros(1, self.num_heads, self.head_dim)])
-        if k.size(0) == num_sources:
+        extra = k.size(0) - num_sources
+        if extra == 0:
             return k, v, edge_index, edge_bias
-        if isinstance(edge_index, PreparedGraph):  # prepared once with the virtual edges, kept on the graph
-            graph, extra = edge_index, k.size(0) - num_sources
+        edges = getattr(edge_index, "edge_index", edge_index)  # (2, num_edges)
+        if isinstance(edge_index, PreparedGraph) and self.backend != "reference":
+            graph = edge_index  # the fast backends' layouts of the full graph: built once, kept on the graph
             full = graph.derived(("virtual_sources", extra), lambda: PreparedGraph(
-                self.attention_graph(graph.edge_index, num_sources, num_targets), num_sources + extra, num_targets,
+                self.attention_graph(edges, num_sources, num_targets), num_sources + extra, num_targets,
                 block_size=graph.block_size))
-            num_edges, num_full_edges = graph.num_edges, full.num_edges
-        else:
-            full = self.attention_graph(edge_index, num_sources, num_targets)
-            num_edges, num_full_edges = edge_index.size(1), full.size(1)
+        else:  # the reference backend runs on the plain edges
+            full = self.attention_graph(edges, num_sources, num_targets)  # (2, num_edges + V * T)
         if edge_bias is not None:
-            edge_bias = edge_bias.reshape(num_edges, -1)
-            pad = edge_bias.new_zeros(num_full_edges - num_edges, edge_bias.size(1))
-            edge_bias = torch.cat([edge_bias, pad])
+            pad = edge_bias.new_zeros(extra * num_targets, edge_bias.size(1))
+            edge_bias = torch.cat([edge_bias, pad])  # (num_edges + V * T, H or 1)
         return k, v, full, edge_bias
+
+    # ------------------------------------------------------------------ hooks
+    def register_attention_hook(self, hook: Callable[["GraphMultiheadAttention", "AttentionTensors"], None]
+                                ) -> RemovableHandle:
+        """Observe the per-edge tensors of every attention this module computes.
+
+        After each call (graph-native or torch-style), ``hook(module, tensors)`` receives an
+        :class:`AttentionTensors`: the projected q, k, v, the edges attention really ran on
+        (the virtual sources of ``add_bias_kv``/``add_zero_attn`` included, numbered after the
+        real sources), the per-edge bias, the scale, the weights, the aggregated heads and the
+        output after ``out_proj``, all in the node numbering of the call (a torch-style call's
+        padded positions are nodes ``b * L + i``).  Its return value is ignored.
+
+        The hook observes; it switches nothing on.  The weights are those the backend computed:
+        the ``"reference"`` backend always computes them, the fast backends only when the call
+        asks for weights (``None`` otherwise); set ``module.backend = "reference"`` to see every
+        weight (as :func:`gnn_transformer.analysis.recording.record` does).
+
+        Returns:
+            a handle whose ``remove()`` unregisters the hook.
+        """
+        handle = RemovableHandle(self._attention_hooks)
+        self._attention_hooks[handle.id] = hook
+        return handle
 
     # ------------------------------------------------------------------ calls
     def forward(self, *args, **kwargs):
@@ -300,8 +342,10 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         With a :class:`KeyValueCache`, ``key``/``value`` are only the *new* source nodes: their
         projections are appended to the cache and ``edge_index`` indexes all cached sources
         (a static cache, once filled, is used as it is and ``key``/``value`` may be ``None``).
-        ``edge_index`` may be a :class:`~gnn_transformer.backends.prepared.PreparedGraph` (for T targets
-        and all S sources), which the fast backends reuse; weights are computed only when asked for.
+        A plain ``edge_index`` is checked here and prepared; a
+        :class:`~gnn_transformer.backends.prepared.PreparedGraph` (for T targets and all S sources,
+        which the fast backends reuse) is trusted: only its node counts are compared.  Weights are
+        computed only when asked for (the reference backend always has them).
         """
         check_node_features(query, self.embed_dim, "query")
         q = None
@@ -318,7 +362,8 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
                 k, v = self.project_key_value(key, value, key_position)
             if cache is not None:
                 k, v = cache.append(k, v)
-        check_edge_index(edge_index, num_sources=k.size(0), num_targets=query.size(0))
+        edge_index = prepare_edges(edge_index, k.size(0), query.size(0))  # checks a plain edge index, once
+        check_edge_index(edge_index, num_sources=k.size(0), num_targets=query.size(0))  # prepared: counts only
         if q is None:
             q = self.project_query(query, query_position)
         out, weights = self.attend_projected(q, k, v, edge_index, edge_bias, need_weights=return_attention_weights)
@@ -329,19 +374,36 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         """Attention on projected q (T, H, C), k, v (S, H, C), then ``out_proj``: (T, E) and weights.
 
         The weights (num_edges, H) are ``None`` unless ``need_weights`` (the fast backends
-        compute them in an extra pass).
+        compute them in an extra pass).  ``out_proj``'s parameters are applied functionally, as
+        torch's ``MultiheadAttention`` does (its hooks do not fire there either).
         """
-        k, v, edge_index, edge_bias = self._add_virtual_sources(k, v, edge_index, edge_bias, q.size(0))
-        dropout_p = self.dropout if self.training else 0.0
+        num_targets = q.size(0)
+        edge_bias = check_edge_bias(edge_bias, getattr(edge_index, "edge_index", edge_index).size(1), self.num_heads,
+                                    q.dtype)  # (num_edges, H or 1): shapes only
+        k, v, edge_index, edge_bias = self._add_virtual_sources(k, v, edge_index, edge_bias, num_targets)
         edges = getattr(edge_index, "edge_index", edge_index)  # a prepared graph's edge index
-        edge_bias = check_edge_bias(edge_bias, edges.size(1), self.num_heads, q.dtype)
+        dropout_p = self.dropout if self.training else 0.0
+        scale = self._scale()
         if self.backend == "reference":  # this module's own propagate
-            out, weights = self.attend(q, k, v, edges, edge_bias, self._scale(), dropout_p)
+            out, weights = self.attend(q, k, v, edges, edge_bias, scale, dropout_p)
         else:
-            out, weights = run_backend(q, k, v, edge_index, edge_bias, self._scale(), dropout_p, self.backend,
-                                       need_weights)
-        weights = weights if need_weights else None
-        return self.out_proj(out.reshape(q.size(0), -1)), weights  # (T, E), (num_edges, H)
+            out, weights = run_backend(q, k, v, edge_index, edge_bias, scale, dropout_p, self.backend, need_weights)
+        output = F.linear(out.flatten(1), self.out_proj.weight, self.out_proj.bias)  # (T, E)
+        if self._attention_hooks:
+            tensors = AttentionTensors(q, k, v, edges, edge_bias, scale, weights, out, output)
+            for hook in list(self._attention_hooks.values()):
+                hook(self, tensors)
+        return output, (weights if need_weights else None)  # (T, E), (num_edges, H)
+
+    def aggregate(self, inputs: Tensor, index: Tensor, ptr: Tensor | None = None,
+                  dim_size: int | None = None) -> Tensor:
+        """The ``"sum"`` aggregation of the messages at each target, (T, H, Cv).
+
+        Computed with ``scatter`` here rather than through PyG's ``aggr_module(...)``, so that
+        attention makes no module call that torch's ``MultiheadAttention`` does not make (hooks on
+        the module tree fire as in torch); the sum is the same.
+        """
+        return scatter(inputs, index, self.node_dim, dim_size, reduce="sum")
 
     def _scale(self) -> float:
         return 1.0 / math.sqrt(self.head_dim) if self.scale is None else float(self.scale)
@@ -356,8 +418,14 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         attn_mask: Tensor | None = None,
         average_attn_weights: bool = True,
         is_causal: bool = False,
+        *,
+        graph: MaskGraph | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """torch.nn.MultiheadAttention's call on padded tensors; see the class docs."""
+        """torch.nn.MultiheadAttention's call on padded tensors; see the class docs.
+
+        ``graph`` (internal) is the masks already converted by the calling layer or stack
+        (:func:`~gnn_transformer.core.dense.mask_graph`); the masks are then not read again.
+        """
         if query.dim() != key.dim() or key.dim() != value.dim():
             raise BatchMismatchError(
                 f"query, key and value must all be batched (3-D) or all unbatched (2-D), got "
@@ -369,25 +437,60 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             raise ShapeError(
                 f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length"
             )
-        edge_index, edge_bias = dense_graph(
-            attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=self.num_heads,
-            is_causal=is_causal, dtype=query.dtype,
-        )
-        result = self.forward_graph(
-            tgt.to_nodes(query), src.to_nodes(key), src.to_nodes(value), edge_index, edge_bias,
-            return_attention_weights=need_weights,
-        )
+        if graph is None:
+            graph = mask_graph(attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=self.num_heads,
+                               is_causal=is_causal, dtype=query.dtype)
+        nodes = tgt.to_nodes(query)  # (B * L, E)
+        keys = nodes if key is query else src.to_nodes(key)  # (B * S, kdim)
+        values = keys if value is key else src.to_nodes(value)  # (B * S, vdim)
+        result = self.forward_graph(nodes, keys, values, graph.edge_index, graph.edge_bias,
+                                    return_attention_weights=need_weights)
         out, weights = result if need_weights else (result, None)
         out = tgt.to_dense(out)
         if not need_weights:
             return out, None
-        full = self.attention_graph(edge_index, src.batch_size * src.length, tgt.batch_size * tgt.length)
+        full = self.attention_graph(graph.edge_index.edge_index, src.batch_size * src.length,
+                                    tgt.batch_size * tgt.length)
         source, target = full
         batch = target // tgt.length
         real = source < src.batch_size * src.length
         column = torch.where(real, source - batch * src.length, source - src.batch_size * src.length + src.length)
         num_columns = src.length + self.num_virtual_sources()
         return out, dense_weights(weights, target, column, tgt, num_columns, average_attn_weights)
+
+
+@dataclass(frozen=True)
+class AttentionTensors:
+    r"""What an attention hook (:meth:`GraphMultiheadAttention.register_attention_hook`) receives.
+
+    .. math::
+
+        s_{ij} = \text{scale}\,\langle q_i, k_j \rangle + b_{ij}, \qquad
+        \alpha_{ij} = \operatorname{softmax}_{j \to i}(s_{ij}), \qquad
+        h_i = \sum_{j \to i} \alpha_{ij} v_j, \qquad
+        \text{output}_i = \operatorname{concat}_h(h_i^h) W^O + b^O
+
+    per head.  Virtual sources (``add_bias_kv``, ``add_zero_attn``) are rows S.. of ``key`` and
+    ``value`` and their edges come after the real ones.
+
+    Shapes:
+        - query: (T, H, C); key: (S', H, C); value: (S', H, Cv) with S' = S + virtual sources.
+        - edge_index: (2, num_edges), row 0 sources j, row 1 targets i.
+        - edge_bias: (num_edges, H) or (num_edges, 1), or ``None``; scale: a float.
+        - weights: (num_edges, H) (after dropout, as returned), or ``None`` where a fast backend
+          was not asked for them.
+        - aggregated: (T, H, Cv); output: (T, E).
+    """
+
+    query: Tensor
+    key: Tensor
+    value: Tensor
+    edge_index: Tensor
+    edge_bias: Tensor | None
+    scale: float
+    weights: Tensor | None
+    aggregated: Tensor
+    output: Tensor
 
 
 class KeyValueCache:

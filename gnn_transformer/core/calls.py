@@ -1,8 +1,20 @@
-"""Tell a graph-native call from a torch-style (padded) call of the same module."""
+"""How the core modules call each other: graph-native or torch-style, and graphs prepared once.
+
+Every module has two calls, both reached through ``module(...)`` (so that forward hooks and
+pre-hooks fire as in torch): a torch-style call on padded tensors and masks, and a graph-native
+call on node features and an edge set.  ``forward`` tells them apart with :func:`is_graph_call`.
+
+Validate once, trust after: the outermost graph-native call turns a plain ``edge_index`` into a
+:class:`~gnn_transformer.backends.prepared.PreparedGraph` (which checks the edges when it is
+built) with :func:`prepare_edges`, and hands the prepared graph down; inner calls receive
+prepared graphs and do not look at the edges again (no host synchronisation).
+"""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ..backends.prepared import PreparedGraph
 
 
 def is_edge_set(value) -> bool:
@@ -18,7 +30,46 @@ def is_graph_call(args: tuple, kwargs: dict, position: int, name: str) -> bool:
     """Whether the argument ``name`` (keyword, or positional at ``position``) is an edge set.
 
     torch's masks are bool or floating-point tensors; edge indices are integer tensors.
+    Passing ``name`` by keyword always makes the call graph-native (its value may be ``None``
+    where a module runs without edges, e.g. a recurrent step of linear attention).
     """
     if name in kwargs:
         return True
     return len(args) > position and is_edge_set(args[position])
+
+
+def prepare_edges(edge_index, num_sources: int, num_targets: int, memo: dict | None = None):
+    """A plain ``edge_index`` as a :class:`PreparedGraph` for these node counts, checked once here.
+
+    Prepared graphs and ``None`` pass through unchanged (the attention compares a prepared
+    graph's node counts with its inputs, without a host synchronisation); anything else is
+    left for the attention to reject with a ``TypeError``.  With ``memo`` (a dict shared over
+    the layers of one call) each distinct edge tensor is prepared once per node counts.
+    """
+    if not isinstance(edge_index, Tensor):
+        return edge_index
+    if memo is None:
+        return PreparedGraph(edge_index, num_sources, num_targets)
+    key = (id(edge_index), num_sources, num_targets)
+    if key not in memo:
+        memo[key] = PreparedGraph(edge_index, num_sources, num_targets)
+    return memo[key]
+
+
+def source_count(cache, new_sources: int) -> int:
+    """How many source nodes an attention with ``cache`` sees when ``new_sources`` nodes arrive.
+
+    A :class:`~gnn_transformer.core.attention.KeyValueCache` adds its cached nodes (a filled
+    static cache is used as it is); no cache, or one without source nodes, adds none.
+    """
+    cached = getattr(cache, "num_sources", None)
+    if cached is None:
+        return new_sources
+    if cache.static and cache.filled:
+        return cached
+    return cached + new_sources
+
+
+def with_weights(result, need_weights: bool) -> tuple:
+    """(output, weights) from a graph-native call made with ``return_attention_weights=need_weights``."""
+    return result if need_weights else (result, None)

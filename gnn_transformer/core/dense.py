@@ -11,16 +11,22 @@ this adapter:
 3. after the graph-native computation the nodes are put back in the padded layout.
 
 A padded position therefore stays a node and a query (torch computes an
-output for it too) but sends no edges: it is never a key.
+output for it too) but sends no edges: it is never a key.  Only attention needs
+the graph: the torch-style calls of layers and stacks keep torch's padded layout
+for everything per node (linear maps, norms, dropout act on any leading shape), so
+that their submodules' hooks see torch's tensors.  A stack converts its masks once
+(:func:`mask_graph`) and hands the :class:`MaskGraph` to every layer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ..errors import BatchMismatchError, CausalHintError, MaskShapeError, MaskTypeError, ShapeError
+from ..backends.prepared import PreparedGraph
+from ..errors import BatchMismatchError, CausalHintError, FeatureSizeError, MaskShapeError, MaskTypeError, ShapeError
 from ..graphs.masks import edges_from_mask
 
 
@@ -128,6 +134,29 @@ def dense_graph(
     except ValueError as error:  # name the argument the user passed, keep the class
         message = str(error).replace("attn_mask", mask_name).replace("key_padding_mask", padding_name)
         raise type(error)(message) from None
+
+
+def check_padded_features(x: Tensor, num_features: int, name: str) -> None:
+    """The last axis of a padded input holds ``num_features`` features per token (:class:`FeatureSizeError`)."""
+    if x.size(-1) != num_features:
+        raise FeatureSizeError(f"{name} has {x.size(-1)} features per token but the module expects {num_features}")
+
+
+class MaskGraph(NamedTuple):
+    """torch's masks converted once: the edges (prepared for B * S sources and B * L targets) and
+    their per-edge biases (``None`` without float masks).  Internal: stacks pass it to their layers,
+    layers to their attentions (keyword ``graph``), so that no layer converts the masks again."""
+
+    edge_index: PreparedGraph
+    edge_bias: Tensor | None
+
+
+def mask_graph(attn_mask: Tensor | None, key_padding_mask: Tensor | None, *, tgt: DenseLayout, src: DenseLayout,
+               **options) -> MaskGraph:
+    """:func:`dense_graph`, with the edges prepared (checked once) for the padded nodes of ``tgt`` and ``src``."""
+    edge_index, edge_bias = dense_graph(attn_mask, key_padding_mask, tgt=tgt, src=src, **options)
+    graph = PreparedGraph(edge_index, src.batch_size * src.length, tgt.batch_size * tgt.length)
+    return MaskGraph(graph, edge_bias)
 
 
 def dense_weights(

@@ -9,7 +9,12 @@ layer masked self-attention on a second and cross-attention on a bipartite third
 
 Attribute names (``self_attn``, ``multihead_attn``, ``linear1``, ``linear2``,
 ``norm1..3``, ``dropout``, ``dropout1..3``) are those of
-:class:`torch.nn.TransformerEncoderLayer` / :class:`torch.nn.TransformerDecoderLayer`.
+:class:`torch.nn.TransformerEncoderLayer` / :class:`torch.nn.TransformerDecoderLayer`,
+and every submodule is called through ``module(...)`` in torch's order, so forward hooks
+and pre-hooks fire as in torch.  The torch-style call keeps torch's padded layout for the
+per-node operations and calls its attentions torch-style (``(attn_output, None)``, as torch's
+layers get), so hooks also see torch's tensors; the graph-native call passes node features
+and the prepared graph down.  Empty batches and zero-length sequences give torch's shapes.
 """
 from __future__ import annotations
 
@@ -22,9 +27,9 @@ from torch import Tensor, nn
 from ..backends.validation import check_node_features
 from ..errors import ActivationError
 from .attention import GraphMultiheadAttention, KeyValueCache
-from .calls import is_graph_call
+from .calls import is_graph_call, prepare_edges, source_count, with_weights
 from .conversion import TorchCounterpart
-from .dense import DenseLayout, dense_graph
+from .dense import DenseLayout, MaskGraph, check_padded_features, mask_graph
 from .norms import make_norm
 
 __all__ = ["GraphTransformerEncoderLayer", "GraphTransformerDecoderLayer"]
@@ -48,14 +53,13 @@ def resolve_activation(activation: Activation) -> Callable[[Tensor], Tensor]:
     return activation
 
 
-def with_weights(result, need_weights: bool) -> tuple:
-    """(output, weights) from a graph-native call made with ``return_attention_weights=need_weights``."""
-    return result if need_weights else (result, None)
-
-
-def _attend(attention: GraphMultiheadAttention, *args, need_weights: bool, **kwargs):
-    """(output, weights) of a graph-native attention call; weights are ``None`` (not computed) unless needed."""
-    return with_weights(attention.forward_graph(*args, need_weights, **kwargs), need_weights)
+def _attend(attention: GraphMultiheadAttention, query: Tensor, key: Tensor | None, edge_index, edge_bias,
+            need_weights: bool, **kwargs) -> tuple[Tensor, Tensor | None]:
+    """(output, weights) of a graph-native attention call through ``attention(...)`` (hooks fire);
+    weights are ``None`` (not computed) unless needed."""
+    result = attention(query, key, key, edge_index=edge_index, edge_bias=edge_bias,
+                       return_attention_weights=need_weights, **kwargs)
+    return with_weights(result, need_weights)
 
 
 def _layer_config(module) -> dict:
@@ -153,10 +157,17 @@ class _GraphLayer(nn.Module, TorchCounterpart):
         last_dropout = self.dropout3 if self.cross_attention else self.dropout2
         return last_dropout(self.linear2(self.dropout(_feed_forward(self, x))))
 
-    def _sa_block(self, x, edge_index, edge_bias, position, cache, need_weights):
-        out, weights = _attend(self.self_attn, x, x, x, edge_index, edge_bias, need_weights=need_weights,
-                               query_position=position, key_position=position, cache=cache)
-        return self.dropout1(out), weights
+    def _sublayers(self, x: Tensor, *attentions: Callable[[Tensor], Tensor]) -> Tensor:
+        """Add & norm around each attention block (``x -> dropout(attention(x))``) and the feed-forward
+        network, in torch's order; x may have any leading shape (nodes, or torch's padded layout)."""
+        blocks = (*attentions, self._ff_block)
+        for index, block in enumerate(blocks, 1):
+            norm = getattr(self, f"norm{index}")
+            if self.norm_first:
+                x = x + block(norm(x))
+            else:
+                x = norm(x + block(x))
+        return x
 
 
 class GraphTransformerEncoderLayer(_GraphLayer):
@@ -205,26 +216,38 @@ class GraphTransformerEncoderLayer(_GraphLayer):
         only new nodes and ``edge_index`` sources index every cached node (incremental decoding).
         """
         check_node_features(x, self.self_attn.embed_dim, "x")
-        if self.norm_first:
-            attended, weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, cache,
-                                               return_attention_weights)
-            x = x + attended
-            x = x + self._ff_block(self.norm2(x))
-        else:
-            attended, weights = self._sa_block(x, edge_index, edge_bias, position, cache, return_attention_weights)
-            x = self.norm1(x + attended)
-            x = self.norm2(x + self._ff_block(x))
-        return (x, weights) if return_attention_weights else x
+        edge_index = prepare_edges(edge_index, source_count(cache, x.size(0)), x.size(0))
+        weights = []
+
+        def self_attention(h: Tensor) -> Tensor:
+            out, layer_weights = _attend(self.self_attn, h, h, edge_index, edge_bias, return_attention_weights,
+                                         query_position=position, key_position=position, cache=cache)
+            weights.append(layer_weights)
+            return self.dropout1(out)
+
+        x = self._sublayers(x, self_attention)
+        return (x, weights[0]) if return_attention_weights else x
 
     def forward_dense(self, src: Tensor, src_mask: Tensor | None = None,
-                      src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """torch.nn.TransformerEncoderLayer's call on padded tensors."""
-        layout = DenseLayout.of(src, self.self_attn.batch_first, "src")
-        edge_index, edge_bias = dense_graph(
-            src_mask, src_key_padding_mask, tgt=layout, src=layout, num_heads=self.self_attn.num_heads,
-            is_causal=is_causal, dtype=src.dtype, mask_name="src_mask", padding_name="src_key_padding_mask",
-        )
-        return layout.to_dense(self.forward_graph(layout.to_nodes(src), edge_index, edge_bias))
+                      src_key_padding_mask: Tensor | None = None, is_causal: bool = False, *,
+                      graph: MaskGraph | None = None) -> Tensor:
+        """torch.nn.TransformerEncoderLayer's call on padded tensors, in torch's padded layout.
+
+        ``graph`` (internal): the masks already converted by the stack, read instead of the masks.
+        """
+        check_padded_features(src, self.self_attn.embed_dim, "src")
+        if graph is None:
+            layout = DenseLayout.of(src, self.self_attn.batch_first, "src")
+            graph = mask_graph(src_mask, src_key_padding_mask, tgt=layout, src=layout,
+                               num_heads=self.self_attn.num_heads, is_causal=is_causal, dtype=src.dtype,
+                               mask_name="src_mask", padding_name="src_key_padding_mask")
+
+        def self_attention(x: Tensor) -> Tensor:
+            out = self.self_attn(x, x, x, attn_mask=src_mask, key_padding_mask=src_key_padding_mask,
+                                 need_weights=False, is_causal=is_causal, graph=graph)[0]
+            return self.dropout1(out)
+
+        return self._sublayers(src, self_attention)
 
 
 class GraphTransformerDecoderLayer(_GraphLayer):
@@ -257,11 +280,6 @@ class GraphTransformerDecoderLayer(_GraphLayer):
     torch_class = nn.TransformerDecoderLayer
     cross_attention = True
 
-    def _mha_block(self, x, memory, edge_index, edge_bias, position, memory_position, cache, need_weights):
-        out, weights = _attend(self.multihead_attn, x, memory, memory, edge_index, edge_bias, need_weights=need_weights,
-                               query_position=position, key_position=memory_position, cache=cache)
-        return self.dropout2(out), weights
-
     def forward(self, *args, **kwargs):
         """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
         if is_graph_call(args, kwargs, position=2, name="edge_index"):
@@ -280,56 +298,78 @@ class GraphTransformerDecoderLayer(_GraphLayer):
         static cross-attention cache is filled).
         """
         check_node_features(x, self.self_attn.embed_dim, "x")
-        if memory is not None:
-            check_node_features(memory, self.self_attn.embed_dim, "memory")
         cache = cache or {}
         self_cache, cross_cache = cache.get("self"), cache.get("cross")
-        if self.norm_first:
-            attended, self_weights = self._sa_block(self.norm1(x), edge_index, edge_bias, position, self_cache,
-                                                    return_attention_weights)
-            x = x + attended
-            attended, cross_weights = self._mha_block(self.norm2(x), memory, cross_edge_index, cross_edge_bias,
-                                                      position, memory_position, cross_cache, return_attention_weights)
-            x = x + attended
-            x = x + self._ff_block(self.norm3(x))
-        else:
-            attended, self_weights = self._sa_block(x, edge_index, edge_bias, position, self_cache,
-                                                    return_attention_weights)
-            x = self.norm1(x + attended)
-            attended, cross_weights = self._mha_block(x, memory, cross_edge_index, cross_edge_bias, position,
-                                                      memory_position, cross_cache, return_attention_weights)
-            x = self.norm2(x + attended)
-            x = self.norm3(x + self._ff_block(x))
+        if memory is not None:
+            check_node_features(memory, self.self_attn.embed_dim, "memory")
+        elif not (cross_cache is not None and cross_cache.static and cross_cache.filled):
+            raise ValueError("memory is None: pass the encoder output (memory may be None only with a filled "
+                             "static cross-attention cache)")
+        num_memory = 0 if memory is None else memory.size(0)
+        edge_index = prepare_edges(edge_index, source_count(self_cache, x.size(0)), x.size(0))
+        cross_edge_index = prepare_edges(cross_edge_index, source_count(cross_cache, num_memory), x.size(0))
+        weights = {}
+
+        def self_attention(h: Tensor) -> Tensor:
+            out, weights["self"] = _attend(self.self_attn, h, h, edge_index, edge_bias, return_attention_weights,
+                                           query_position=position, key_position=position, cache=self_cache)
+            return self.dropout1(out)
+
+        def cross_attention(h: Tensor) -> Tensor:
+            out, weights["cross"] = _attend(self.multihead_attn, h, memory, cross_edge_index, cross_edge_bias,
+                                            return_attention_weights, query_position=position,
+                                            key_position=memory_position, cache=cross_cache)
+            return self.dropout2(out)
+
+        x = self._sublayers(x, self_attention, cross_attention)
         if return_attention_weights:
-            return x, {"self": self_weights, "cross": cross_weights}
+            return x, {"self": weights["self"], "cross": weights["cross"]}
         return x
 
     def forward_dense(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
                       memory_mask: Tensor | None = None, tgt_key_padding_mask: Tensor | None = None,
                       memory_key_padding_mask: Tensor | None = None, tgt_is_causal: bool = False,
-                      memory_is_causal: bool = False) -> Tensor:
-        """torch.nn.TransformerDecoderLayer's call on padded tensors."""
-        tgt_layout, mem_layout, graphs = decoder_graphs(
-            self.self_attn, tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
-            memory_key_padding_mask, bool(tgt_is_causal), bool(memory_is_causal),
-        )
-        out = self.forward_graph(tgt_layout.to_nodes(tgt), mem_layout.to_nodes(memory), *graphs)
-        return tgt_layout.to_dense(out)
+                      memory_is_causal: bool = False, *, graph: MaskGraph | None = None,
+                      cross_graph: MaskGraph | None = None) -> Tensor:
+        """torch.nn.TransformerDecoderLayer's call on padded tensors, in torch's padded layout.
+
+        ``graph``/``cross_graph`` (internal): the masks already converted by the stack.
+        """
+        check_padded_features(tgt, self.self_attn.embed_dim, "tgt")
+        check_padded_features(memory, self.self_attn.embed_dim, "memory")
+        if graph is None or cross_graph is None:
+            graph, cross_graph = decoder_graphs(
+                self.self_attn, tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
+                memory_key_padding_mask, bool(tgt_is_causal), bool(memory_is_causal),
+            )
+
+        def self_attention(x: Tensor) -> Tensor:
+            out = self.self_attn(x, x, x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask,
+                                 need_weights=False, is_causal=tgt_is_causal, graph=graph)[0]
+            return self.dropout1(out)
+
+        def cross_attention(x: Tensor) -> Tensor:
+            out = self.multihead_attn(x, memory, memory, attn_mask=memory_mask,
+                                      key_padding_mask=memory_key_padding_mask, need_weights=False,
+                                      is_causal=memory_is_causal, graph=cross_graph)[0]
+            return self.dropout2(out)
+
+        return self._sublayers(tgt, self_attention, cross_attention)
 
 
 def decoder_graphs(attention: GraphMultiheadAttention, tgt, memory, tgt_mask, memory_mask,
-                   tgt_key_padding_mask, memory_key_padding_mask, tgt_is_causal, memory_is_causal):
-    """The decoder's two graphs from torch's masks: (tgt layout, memory layout, (self edges,
-    cross edges, self biases, cross biases))."""
+                   tgt_key_padding_mask, memory_key_padding_mask, tgt_is_causal, memory_is_causal
+                   ) -> tuple[MaskGraph, MaskGraph]:
+    """The decoder's two graphs from torch's masks, converted once: (self-attention's, cross-attention's)."""
     tgt_layout = DenseLayout.of(tgt, attention.batch_first, "tgt")
     mem_layout = DenseLayout.of(memory, attention.batch_first, "memory")
     common = dict(num_heads=attention.num_heads, dtype=tgt.dtype)
-    self_edges, self_bias = dense_graph(
+    graph = mask_graph(
         tgt_mask, tgt_key_padding_mask, tgt=tgt_layout, src=tgt_layout, is_causal=tgt_is_causal,
         mask_name="tgt_mask", padding_name="tgt_key_padding_mask", **common,
     )
-    cross_edges, cross_bias = dense_graph(
+    cross_graph = mask_graph(
         memory_mask, memory_key_padding_mask, tgt=tgt_layout, src=mem_layout, is_causal=memory_is_causal,
         mask_name="memory_mask", padding_name="memory_key_padding_mask", **common,
     )
-    return tgt_layout, mem_layout, (self_edges, cross_edges, self_bias, cross_bias)
+    return graph, cross_graph

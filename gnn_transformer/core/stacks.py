@@ -5,6 +5,13 @@ Mirrors :class:`torch.nn.TransformerEncoder`, :class:`torch.nn.TransformerDecode
 keys).  "The encoder is composed of a stack of N = 6 identical layers"
 (arXiv:1706.03762, section 3.1): here each layer passes messages on a graph, one edge
 set for all layers or a list with one edge set per layer.
+
+Layers are called through ``layer(...)`` (forward hooks fire as in torch).  The torch-style
+call converts the masks into a graph once per call and hands it to every layer; the
+graph-native call checks and prepares each distinct ``edge_index`` once
+(:func:`~gnn_transformer.core.calls.prepare_edges`, for the cached sources too when
+decoding incrementally) and the layers trust it.  Empty batches and zero-length sequences
+give torch's shapes.
 """
 from __future__ import annotations
 
@@ -15,12 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import xavier_uniform_
 
-from ..backends.prepared import PreparedGraph
 from ..errors import BatchMismatchError, FeatureSizeError
-from .calls import is_graph_call
+from .calls import is_graph_call, prepare_edges, source_count, with_weights
 from .conversion import TorchCounterpart, _factory
-from .dense import DenseLayout, dense_graph
-from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer, decoder_graphs, with_weights
+from .dense import DenseLayout, mask_graph
+from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer, decoder_graphs
 
 __all__ = ["GraphTransformerEncoder", "GraphTransformerDecoder", "GraphTransformer"]
 
@@ -34,22 +40,12 @@ def per_layer(value: Any, num_layers: int, name: str) -> list:
     return [value] * num_layers
 
 
-def prepare_once(graph: Any, attention, num_sources: int, num_targets: int) -> Any:
-    """Prepare a plain edge index (or each distinct one of a per-layer list) once for all layers.
-
-    The reference backend runs on the plain edge index and is given it unchanged.
-    """
-    if attention.backend == "reference":
-        return graph
-    if isinstance(graph, (list, tuple)):
-        prepared: dict[int, Any] = {}
-        for item in graph:
-            if id(item) not in prepared:
-                prepared[id(item)] = prepare_once(item, attention, num_sources, num_targets)
-        return [prepared[id(item)] for item in graph]
-    if isinstance(graph, Tensor):
-        return PreparedGraph(graph, num_sources, num_targets)
-    return graph
+def _prepared_per_layer(edge_index, num_layers: int, name: str, num_sources: list[int], num_targets: int) -> list:
+    """One prepared graph per layer (``num_sources`` per layer: cached nodes count); a plain edge tensor
+    used by several layers is checked and prepared once."""
+    memo: dict = {}
+    return [prepare_edges(edges, sources, num_targets, memo)
+            for edges, sources in zip(per_layer(edge_index, num_layers, name), num_sources)]
 
 
 def _clones(layer: nn.Module, num_layers: int, expected: type, name: str) -> nn.ModuleList:
@@ -131,16 +127,16 @@ class GraphTransformerEncoder(_Stack):
         ``position`` (N,) feeds each attention's ``qk_transform``; ``cache`` holds one
         :class:`KeyValueCache` per layer for incremental decoding.
         """
-        if cache is None:  # with a cache the edges index cached nodes as well: each layer prepares its call
-            edge_index = prepare_once(edge_index, self.layers[0].self_attn, x.size(0), x.size(0))
-        edges = per_layer(edge_index, self.num_layers, "edge_index")
-        biases = per_layer(edge_bias, self.num_layers, "edge_bias")
-        caches = per_layer(cache, self.num_layers, "cache")
+        n = self.num_layers
+        caches = per_layer(cache, n, "cache")
+        num_sources = [source_count(layer_cache, x.size(0)) for layer_cache in caches]
+        edges = _prepared_per_layer(edge_index, n, "edge_index", num_sources, x.size(0))
         weights = []
-        for layer, layer_edges, layer_bias, layer_cache in zip(self.layers, edges, biases, caches):
-            x, layer_weights = with_weights(layer.forward_graph(x, layer_edges, layer_bias, return_attention_weights,
-                                                                 position=position, cache=layer_cache),
-                                             return_attention_weights)
+        for layer, layer_edges, layer_bias, layer_cache in zip(self.layers, edges, per_layer(edge_bias, n, "edge_bias"),
+                                                               caches):
+            x, layer_weights = with_weights(layer(x, edge_index=layer_edges, edge_bias=layer_bias,
+                                                  return_attention_weights=return_attention_weights,
+                                                  position=position, cache=layer_cache), return_attention_weights)
             weights.append(layer_weights)
         if self.norm is not None:
             x = self.norm(x)
@@ -148,14 +144,20 @@ class GraphTransformerEncoder(_Stack):
 
     def forward_dense(self, src: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
                       is_causal: bool | None = None) -> Tensor:
-        """torch.nn.TransformerEncoder's call on padded tensors: one graph for all layers."""
+        """torch.nn.TransformerEncoder's call on padded tensors: the masks become one graph for all layers,
+        which run in torch's padded layout."""
         attention = self.layers[0].self_attn
         layout = DenseLayout.of(src, attention.batch_first, "src")
-        edge_index, edge_bias = dense_graph(
-            mask, src_key_padding_mask, tgt=layout, src=layout, num_heads=attention.num_heads,
-            is_causal=bool(is_causal), dtype=src.dtype, mask_name="mask", padding_name="src_key_padding_mask",
-        )
-        return layout.to_dense(self.forward_graph(layout.to_nodes(src), edge_index, edge_bias))
+        graph = mask_graph(mask, src_key_padding_mask, tgt=layout, src=layout, num_heads=attention.num_heads,
+                           is_causal=bool(is_causal), dtype=src.dtype, mask_name="mask",
+                           padding_name="src_key_padding_mask")
+        x = src
+        for layer in self.layers:
+            x = layer(x, src_mask=mask, is_causal=bool(is_causal), src_key_padding_mask=src_key_padding_mask,
+                      graph=graph)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
 
 
 class GraphTransformerDecoder(_Stack):
@@ -194,17 +196,21 @@ class GraphTransformerDecoder(_Stack):
         per layer for incremental decoding.
         """
         n = self.num_layers
-        if cache is None:  # one preparation of each graph for all layers
-            attention = self.layers[0].self_attn
-            edge_index = prepare_once(edge_index, attention, x.size(0), x.size(0))
-            cross_edge_index = prepare_once(cross_edge_index, attention, memory.size(0), x.size(0))
-        graphs = zip(per_layer(edge_index, n, "edge_index"), per_layer(cross_edge_index, n, "cross_edge_index"),
-                     per_layer(edge_bias, n, "edge_bias"), per_layer(cross_edge_bias, n, "cross_edge_bias"),
-                     per_layer(cache, n, "cache"))
+        caches = per_layer(cache, n, "cache")
+        num_targets, num_memory = x.size(0), 0 if memory is None else memory.size(0)
+        self_caches = [None if c is None else c.get("self") for c in caches]
+        cross_caches = [None if c is None else c.get("cross") for c in caches]
+        edges = _prepared_per_layer(edge_index, n, "edge_index", [source_count(c, num_targets) for c in self_caches],
+                                    num_targets)
+        cross_edges = _prepared_per_layer(cross_edge_index, n, "cross_edge_index",
+                                          [source_count(c, num_memory) for c in cross_caches], num_targets)
+        graphs = zip(edges, cross_edges, per_layer(edge_bias, n, "edge_bias"),
+                     per_layer(cross_edge_bias, n, "cross_edge_bias"), caches)
         weights = []
-        for layer, (edges, cross_edges, bias, cross_bias, layer_cache) in zip(self.layers, graphs):
-            x, layer_weights = with_weights(layer.forward_graph(
-                x, memory, edges, cross_edges, bias, cross_bias, return_attention_weights, position=position,
+        for layer, (layer_edges, layer_cross_edges, bias, cross_bias, layer_cache) in zip(self.layers, graphs):
+            x, layer_weights = with_weights(layer(
+                x, memory, edge_index=layer_edges, cross_edge_index=layer_cross_edges, edge_bias=bias,
+                cross_edge_bias=cross_bias, return_attention_weights=return_attention_weights, position=position,
                 memory_position=memory_position, cache=layer_cache), return_attention_weights)
             weights.append(layer_weights)
         if self.norm is not None:
@@ -215,13 +221,20 @@ class GraphTransformerDecoder(_Stack):
                       memory_mask: Tensor | None = None, tgt_key_padding_mask: Tensor | None = None,
                       memory_key_padding_mask: Tensor | None = None, tgt_is_causal: bool | None = None,
                       memory_is_causal: bool = False) -> Tensor:
-        """torch.nn.TransformerDecoder's call on padded tensors: the same two graphs for all layers."""
-        tgt_layout, mem_layout, graphs = decoder_graphs(
+        """torch.nn.TransformerDecoder's call on padded tensors: the masks become two graphs for all layers,
+        which run in torch's padded layout."""
+        graph, cross_graph = decoder_graphs(
             self.layers[0].self_attn, tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
             memory_key_padding_mask, bool(tgt_is_causal), bool(memory_is_causal),
         )
-        out = self.forward_graph(tgt_layout.to_nodes(tgt), mem_layout.to_nodes(memory), *graphs)
-        return tgt_layout.to_dense(out)
+        x = tgt
+        for layer in self.layers:
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask, tgt_key_padding_mask=tgt_key_padding_mask,
+                      memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=bool(tgt_is_causal),
+                      memory_is_causal=memory_is_causal, graph=graph, cross_graph=cross_graph)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
 
 
 class GraphTransformer(nn.Module, TorchCounterpart):
@@ -329,11 +342,12 @@ class GraphTransformer(nn.Module, TorchCounterpart):
 
         ``src_position``/``tgt_position`` feed the attentions' ``qk_transform`` (if any).
         """
-        memory, encoder_weights = with_weights(self.encoder.forward_graph(
-            src, src_edge_index, src_edge_bias, return_attention_weights, position=src_position),
-            return_attention_weights)
-        out, decoder_weights = with_weights(self.decoder.forward_graph(
-            tgt, memory, tgt_edge_index, cross_edge_index, tgt_edge_bias, cross_edge_bias, return_attention_weights,
+        memory, encoder_weights = with_weights(self.encoder(
+            src, edge_index=src_edge_index, edge_bias=src_edge_bias, return_attention_weights=return_attention_weights,
+            position=src_position), return_attention_weights)
+        out, decoder_weights = with_weights(self.decoder(
+            tgt, memory, edge_index=tgt_edge_index, cross_edge_index=cross_edge_index, edge_bias=tgt_edge_bias,
+            cross_edge_bias=cross_edge_bias, return_attention_weights=return_attention_weights,
             position=tgt_position, memory_position=src_position), return_attention_weights)
         if return_attention_weights:
             return out, {"encoder": encoder_weights, "decoder": decoder_weights}
@@ -358,6 +372,8 @@ class GraphTransformer(nn.Module, TorchCounterpart):
                 f"the feature number of src and tgt must be equal to d_model={self.d_model}, "
                 f"got {src.size(-1)} and {tgt.size(-1)}"
             )
-        memory = self.encoder.forward_dense(src, src_mask, src_key_padding_mask, src_is_causal)
-        return self.decoder.forward_dense(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
-                                          memory_key_padding_mask, tgt_is_causal, memory_is_causal)
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask, is_causal=src_is_causal)
+        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                            tgt_key_padding_mask=tgt_key_padding_mask,
+                            memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=tgt_is_causal,
+                            memory_is_causal=memory_is_causal)

@@ -104,9 +104,9 @@ class GraphBartForConditionalGeneration(Seq2SeqGraphModel):
         """Logits (B, T, vocab) and encoder output (B * S, d) of a padded pair (see :class:`Seq2SeqGraphModel`)."""
         b, _, t = pair.shape
         src = self._embed(pair.src_ids, self.encoder_positions, self.encoder_embedding_norm, pair.src_position)
-        memory = self.encoder.forward_graph(src, pair.src_edges)
+        memory = self.encoder(src, edge_index=pair.src_edges)
         tgt = self._embed(pair.tgt_ids, self.decoder_positions, self.decoder_embedding_norm, pair.tgt_position)
-        out = self.decoder.forward_graph(tgt, memory, pair.tgt_edges, pair.cross_edges)
+        out = self.decoder(tgt, memory, edge_index=pair.tgt_edges, cross_edge_index=pair.cross_edges)
         return (self.lm_head(out) + self.final_logits_bias).view(b, t, -1), memory  # (B, T, vocab)
 
 

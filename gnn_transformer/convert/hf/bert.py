@@ -101,7 +101,7 @@ class GraphBertForMaskedLM(HFGraphModel):
         x = self.word_embeddings(input_ids.reshape(-1)) + self.token_type_embeddings(types) \
             + self.position_embeddings(position)  # (B * L, d)
         x = self.dropout(self.embedding_norm(x))
-        x = self.encoder.forward_graph(x, self_graph(mask, causal=self.causal), position=position)
+        x = self.encoder(x, edge_index=self_graph(mask, causal=self.causal), position=position)
         x = self.transform_norm(self.transform_activation(self.transform(x)))
         logits = self.decoder(x).view(b, length, -1)  # (B, L, vocab)
         return MaskedLMOutput(loss=None if labels is None else cross_entropy(logits, labels), logits=logits)

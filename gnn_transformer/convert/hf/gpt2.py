@@ -100,7 +100,7 @@ class GraphGPT2LMHeadModel(HFGraphModel):
         x = self.wte(input_ids.reshape(-1)) + self.wpe(position)  # (B * L, d)
         if token_type_ids is not None:
             x = x + self.wte(token_type_ids.expand(b, length).reshape(-1))  # GPT-2 embeds token types with wte
-        x = self.decoder.forward_graph(self.drop(x), self_graph(mask, causal=True), position=position)
+        x = self.decoder(self.drop(x), edge_index=self_graph(mask, causal=True), position=position)
         logits = self.lm_head(x).view(b, length, -1)  # (B, L, vocab)
         loss = None if labels is None else cross_entropy(logits[:, :-1], labels[:, 1:])
         return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits)

@@ -121,23 +121,16 @@ def layer_groups(arch: str, hf_model: nn.Module, graph_model: nn.Module) -> list
 
 @contextmanager
 def recorded(groups: list[tuple], side: str):
-    """Record every layer's output on one ``side``: forward hooks on the original's layers (``"hf"``),
-    a wrapper around the graph layers' ``forward_graph`` (``"graph"``).  Yields one list per group."""
+    """Record every layer's output on one ``side`` (``"hf"``: the original's layers, ``"graph"``: the graph
+    layers) with forward hooks.  Yields one list per group."""
     outputs, undo = [[] for _ in groups], []
 
     def keep(store: list, out) -> None:
         store.append(out[0] if isinstance(out, tuple) else out)
 
     for store, (_, hf_layers, graph_layers, _) in zip(outputs, groups):
-        for layer in hf_layers if side == "hf" else []:
+        for layer in hf_layers if side == "hf" else graph_layers:
             undo.append(layer.register_forward_hook(lambda module, args, out, store=store: keep(store, out)).remove)
-        for layer in graph_layers if side == "graph" else []:
-            def wrapped(*args, _call=layer.forward_graph, _store=store, **kwargs):
-                out = _call(*args, **kwargs)
-                keep(_store, out)
-                return out
-            layer.forward_graph = wrapped
-            undo.append(lambda layer=layer: delattr(layer, "forward_graph"))
     try:
         yield outputs
     finally:

@@ -104,8 +104,9 @@ class GraphT5ForConditionalGeneration(Seq2SeqGraphModel):
         b, _, t = pair.shape
         src = self.dropout(self.shared(pair.src_ids))  # (B * S, d)
         src_bias = self.encoder_bias(pair.src_edges, pair.src_position)  # (num_edges, H), shared by all layers
-        memory = self.dropout(self.encoder.forward_graph(src, pair.src_edges, src_bias))
+        memory = self.dropout(self.encoder(src, edge_index=pair.src_edges, edge_bias=src_bias))
         tgt = self.dropout(self.shared(pair.tgt_ids))  # (B * T, d)
         tgt_bias = self.decoder_bias(pair.tgt_edges, pair.tgt_position)
-        out = self.decoder.forward_graph(tgt, memory, pair.tgt_edges, pair.cross_edges, tgt_bias)
+        out = self.decoder(tgt, memory, edge_index=pair.tgt_edges, cross_edge_index=pair.cross_edges,
+                           edge_bias=tgt_bias)
         return self.lm_head(self.dropout(out) * self.output_scale).view(b, t, -1), memory  # (B, T, vocab)
