@@ -24,7 +24,7 @@ def sequence_data(tokens: Tensor, graph: str | Callable[[list[int]], Tensor] = "
 
     builders = {"complete": complete, "causal": causal}
     if not callable(graph) and graph not in builders:
-        raise ValueError(f"graph must be 'complete', 'causal' or a function of the lengths, got {graph!r}")
+        raise ValueError(f"graph must be 'complete' or 'causal' (or a function of the lengths), got {graph!r}")
     tokens = _as_token_ids(tokens, "tokens")
     lengths = [tokens.numel()]
     build = graph if callable(graph) else builders[graph]
