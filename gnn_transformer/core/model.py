@@ -194,6 +194,8 @@ class GraphSequenceModel(_TokenModel):
 
     Returns: logits (N, vocab).
 
+    Shapes: x, position (N,) -> hidden (N, d_model) -> logits (N, vocab); edge_index (2, num_edges).
+
     Tools ask the model, not its class: :attr:`graph` (its name, and ``graph.causal``: whether
     it can decode one token at a time) and :meth:`graph_for`.
     """
