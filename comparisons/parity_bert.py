@@ -8,7 +8,7 @@ gradients.  Same as ``gnn-transformer check --arch bert``.
 """
 import sys
 
-from gnn_transformer.convert.hf.parity import main
+from gnn_transformer.cli.parity import main
 
 if __name__ == "__main__":
     sys.exit(main("bert"))

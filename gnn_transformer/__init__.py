@@ -93,7 +93,7 @@ from .core.attention import GraphMultiheadAttention
 from .core.embedding import SinusoidalPositionalEncoding, TokenEmbedding
 from .core.functional import graph_attention
 from .core.layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
-from .core.model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
+from .core.model import GraphDecoderModel, GraphEncoderModel, GraphSequenceModel, GraphTransformerModel
 from .core.stacks import GraphTransformer, GraphTransformerDecoder, GraphTransformerEncoder
 from .graphs import patterns
 
@@ -137,6 +137,7 @@ __all__ = [
     "GraphTransformerDecoder",
     "GraphTransformer",
     "GraphTransformerModel",
+    "GraphSequenceModel",
     "GraphEncoderModel",
     "GraphDecoderModel",
     "TokenEmbedding",

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.utils import scatter
 
-from gnn_transformer import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel, graphs
+from gnn_transformer import GraphDecoderModel, GraphEncoderModel, GraphSequenceModel, GraphTransformerModel, graphs
+from gnn_transformer.core.model import paper_parts
 from gnn_transformer.cli import main
 from gnn_transformer.tasks.demo import demo_batch, demo_model
 from gnn_transformer.explain import explain
@@ -193,6 +194,19 @@ def test_single_stack_models(model_class, graph):
     assert_printed(_table(text, "Output: logits", "logits"), vocabulary.symbols, model(data))
 
 
+def test_the_stack_is_named_by_the_graph_the_model_declares():
+    """explain asks the model for its graph: a pattern graph that is causal makes a decoder-only stack."""
+    torch.manual_seed(0)
+    window = graphs.sequence_graph("window", radius=1, causal=True)
+    model = GraphSequenceModel(**paper_parts(5, d_model=8, nhead=2, num_layers=1, dim_feedforward=16),
+                               graph=window).eval()
+    explanation = explain(model, graphs.sequence_data(torch.tensor([2, 3, 4, 2]), model.graph))
+    graph_stage = explanation.stage("stack.graph")
+    assert graph_stage.title == "Decoder-only stack graph: window"
+    assert "masked self-attention (window graph)" in explanation.stage("stack.0.self_attention").title
+    assert [row["in-degree"] for row in _table(explanation.text(), "graph: window", "window")] == ["1", "2", "2", "2"]
+
+
 def test_long_vectors_are_cut_and_said_so():
     torch.manual_seed(0)
     model = GraphEncoderModel(5, d_model=32, nhead=2, num_layers=1, dim_feedforward=32).eval()
@@ -315,8 +329,10 @@ def test_cli_bad_input_is_named(argv, message):
 def test_bad_python_input_is_named():
     model, vocabulary = demo_model()
     batch = demo_batch(vocabulary)
-    with pytest.raises(TypeError, match="explain supports GraphTransformerModel, GraphEncoderModel, GraphDecoderModel"):
+    with pytest.raises(TypeError, match="explain supports GraphTransformerModel, GraphSequenceModel, got Linear"):
         explain(torch.nn.Linear(2, 2), batch)
+    with pytest.raises(ValueError, match="built without a graph"):
+        explain(GraphSequenceModel(**paper_parts(5, 8, 2, 1, 8)), graphs.sequence_data(torch.tensor([2, 3])))
     with pytest.raises(TypeError, match="seq2seq batch"):
         explain(model, graphs.sequence_data(torch.tensor([2, 3]), "complete"))
     decoder = GraphDecoderModel(5, d_model=8, nhead=2, num_layers=1, dim_feedforward=8)

@@ -7,6 +7,7 @@ from gnn_transformer.generation import (
     generate, greedy, length_penalty_factor, sample,
 )
 from gnn_transformer.testing import relative_difference, torch_reference_mode
+from gnn_transformer.variants import GraphVariantModel
 from gnn_transformer.testing.dense_decoding import DenseCausalDecoding, DenseSeq2SeqDecoding
 from gnn_transformer.testing.dense_models import DenseTransformerModel
 
@@ -192,7 +193,7 @@ def test_bad_decoding_requests_name_the_problem():
     model = seq2seq_model()
     with pytest.raises(ValueError, match="pass bos="):
         generate(model, sources(), max_new_tokens=3)
-    with pytest.raises(TypeError, match="GraphTransformerModel or a GraphDecoderModel"):
+    with pytest.raises(TypeError, match="a single-stack model on a causal graph .* attends over complete"):
         generate(GraphEncoderModel(11, num_layers=1, **SMALL), sources(), max_new_tokens=3)
     with pytest.raises(ValueError, match="strategy must be one of"):
         generate(model, sources(), strategy="nucleus", bos=BOS, max_new_tokens=3)
@@ -227,3 +228,27 @@ def test_sliding_window_decoding_grows_the_windowed_graph(search, options):
         generate(seq2seq_model(), sources(), bos=BOS, max_new_tokens=2, attention_window=3)
     with pytest.raises(ValueError, match="attention_window must be a positive integer"):
         GrowingCausalGraph(model, prompts, attention_window=0)
+
+
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_generation_asks_the_model_for_its_graph_so_a_variant_on_the_causal_graph_decodes(positions):
+    """A GraphVariantModel declared on the causal graph decodes like a GraphDecoderModel: growing == recomputed."""
+    torch.manual_seed(0)
+    model = GraphVariantModel(11, 16, 4, num_layers=2, dim_feedforward=32, dropout=0.0, positions=positions,
+                              dtype=DT, graph=graphs.causal).eval()
+    prompts = sources((3, 1, 4), high=11)
+    grown = generate(model, prompts, strategy="beam", beam_size=3, max_new_tokens=4)
+    recomputed = generate(model, prompts, strategy="beam", beam_size=3, max_new_tokens=4, recompute=True)
+    assert [h.tokens.tolist() for h in grown] == [h.tokens.tolist() for h in recomputed]
+    assert all(abs(a.score - b.score) < 1e-10 for a, b in zip(grown, recomputed))
+    undeclared = GraphVariantModel(11, 16, 4, num_layers=1, dim_feedforward=32, dtype=DT)
+    with pytest.raises(TypeError, match="attends over None"):
+        generate(undeclared, prompts, max_new_tokens=2)
+
+
+def test_relative_biases_decode_only_by_recomputing():
+    model = GraphVariantModel(11, 16, 4, num_layers=1, dim_feedforward=32, dropout=0.0, positions="alibi",
+                              dtype=DT, graph=graphs.causal).eval()
+    with pytest.raises(NotImplementedError, match="recompute=True"):
+        generate(model, sources((3,), high=11), max_new_tokens=2)
+    assert len(generate(model, sources((3,), high=11), max_new_tokens=2, recompute=True)[0].tokens) == 2

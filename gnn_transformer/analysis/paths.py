@@ -18,28 +18,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..backends.validation import check_edge_index
+from ..graphs.distances import _hears, adjacency, shortest_path_lengths  # re-exported: they live with the graphs
 
 __all__ = ["adjacency", "max_path_length", "shortest_path_lengths", "reachable"]
-
-
-def adjacency(edge_index: Tensor, num_nodes: int, self_loops: bool = False, sparse: bool = False) -> Tensor:
-    r"""The float matrix :math:`A_{ij} = 1` for every edge :math:`j \to i` (row = target), (N, N).
-
-    ``self_loops`` sets the diagonal (the residual path); ``sparse`` returns a COO tensor.
-    """
-    check_edge_index(edge_index, num_nodes, num_nodes)
-    matrix = torch.zeros(num_nodes, num_nodes, device=edge_index.device)  # (N, N)
-    matrix[edge_index[1], edge_index[0]] = 1.0
-    if self_loops:
-        matrix.fill_diagonal_(1.0)
-    return matrix.to_sparse() if sparse else matrix
-
-
-def _hears(step: Tensor, heard: Tensor) -> Tensor:
-    """One more hop: ``step`` (N, N) float (dense or sparse) applied to ``heard`` (N, N) bool."""
-    product = torch.sparse.mm(step, heard.float()) if step.is_sparse else step @ heard.float()
-    return product > 0
 
 
 def max_path_length(edge_index: Tensor | Sequence[Tensor], num_nodes: int) -> int:
@@ -119,23 +100,3 @@ def reachable(edge_index: Tensor, num_nodes: int, num_layers: int | None = None)
             break
         heard = grown
     return heard
-
-
-def shortest_path_lengths(edge_index: Tensor, num_nodes: int, max_length: int | None = None) -> Tensor:
-    r"""Hop distances: (N, N) int64, entry :math:`(i, j)` the fewest edges on a path :math:`j \to \dots \to i`.
-
-    0 on the diagonal, -1 where no path exists (or none of at most ``max_length`` edges).
-    Breadth-first search from every token at once, one sparse product per distance.
-    """
-    step = adjacency(edge_index, num_nodes, sparse=True)
-    distance = torch.full((num_nodes, num_nodes), -1, dtype=torch.long, device=edge_index.device)
-    frontier = torch.eye(num_nodes, dtype=torch.bool, device=edge_index.device)
-    heard = frontier.clone()
-    distance[frontier] = 0
-    hops = 0
-    while bool(frontier.any()) and (max_length is None or hops < max_length):
-        hops += 1
-        frontier = _hears(step, frontier) & ~heard
-        distance[frontier] = hops
-        heard |= frontier
-    return distance

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
                         help="compare a Hugging Face architecture (small random model) with its graph model instead; "
                              "uses --seed, --batch-size, --no-progress, --per-layer and --attn-implementation, "
                              "not the nn.Transformer sizes")
-    from ..convert.hf.parity import add_arguments
+    from .parity import add_arguments
 
     add_arguments(parser)
     parser.set_defaults(func=run)
@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "arch", None):
-        from ..convert.hf.parity import report
+        from .parity import report
 
         return report(args.arch, args)
     from ..testing.equivalence import CheckConfig, format_table, run_suite

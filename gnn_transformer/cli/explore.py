@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .graph import PATTERNS, add_pattern_options
+from .graph import PATTERNS, add_pattern_options, pattern_arguments
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +38,6 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..explorer import explore
-    from ..explorer.sources import pattern_namespace
 
     if args.out.is_dir():
         raise SystemExit(f"gnn-transformer explore: --out {args.out} is a folder; give a file name ending in .html")
@@ -48,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("gnn-transformer explore: --source/--target name words of a model; a pattern's tokens "
                          "are t0 .. tN")
     try:
-        options = {}
-        if args.pattern is not None:  # the values of the pattern's options, as `graph` names them
-            options = {name: getattr(args, name) for name in vars(pattern_namespace(args.pattern)) if name != "pattern"}
+        options = pattern_arguments(args) if args.pattern is not None else {}  # as `graph` names them
         explorer = explore(pattern=args.pattern, checkpoint=args.checkpoint, source=args.source,
                            target=args.target,
                            title=args.title, pattern_options=options)

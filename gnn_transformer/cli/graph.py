@@ -6,71 +6,23 @@ token graph drawn with networkx (an arrow from key to query).
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
-from torch import Tensor
+from ..graphs.patterns.registry import OPTIONS, PATTERNS as REGISTRY, Pattern, build_pattern
+
+__all__ = ["PATTERNS", "Pattern", "add_parser", "add_pattern_options", "pattern_arguments", "run", "draw"]
+
+PATTERNS = tuple(REGISTRY)  # the names, in the registry's order
 
 
-@dataclass
-class Pattern:
-    edge_index: Tensor
-    num_nodes: int
-    layout: str = "line"
-    grid: tuple[int, int] | None = None
-    text_length: int = 0
-    center: tuple[int, ...] = ()
+def pattern_arguments(args: argparse.Namespace) -> dict:
+    """The pattern options of parsed ``args``, by their registry names (``{"n": 16, "radius": 2, ...}``)."""
+    return {name: getattr(args, name) for name in OPTIONS}
 
 
 def _build(args: argparse.Namespace) -> Pattern:
-    from .. import graphs
-    from ..graphs import patterns
-
-    lengths = [args.n] * args.batch
-    causal = args.causal
-    grid = (args.height, args.width)
-    grid_lengths = patterns.grid_lengths([grid] * args.batch, args.text_length)
-    image = dict(num_nodes=int(grid_lengths.sum()), layout="grid" if args.batch == 1 else "line", grid=grid,
-                 text_length=args.text_length)
-    builders = {
-        "complete": lambda: Pattern(graphs.causal(lengths) if causal else graphs.complete(lengths), sum(lengths)),
-        "causal": lambda: Pattern(graphs.causal(lengths), sum(lengths)),
-        "window": lambda: Pattern(patterns.sliding_window(lengths, args.radius, causal), sum(lengths)),
-        "dilated": lambda: Pattern(patterns.dilated_window(lengths, args.radius, args.dilation, causal), sum(lengths)),
-        "global": lambda: Pattern(patterns.global_tokens(lengths, args.num_global, args.radius, causal),
-                                  sum(lengths)),
-        "bigbird": lambda: Pattern(patterns.bigbird(lengths, args.radius, args.num_global, args.num_random,
-                                                    args.seed, causal), sum(lengths)),
-        "block": lambda: Pattern(patterns.block_local(lengths, args.block_size, causal), sum(lengths)),
-        "strided": lambda: Pattern(patterns.strided(lengths, args.stride, args.part, causal), sum(lengths)),
-        "star": lambda: Pattern(patterns.star(lengths, causal), sum(lengths) + args.batch, layout="circle",
-                                center=(args.n,) if args.batch == 1 else ()),
-        "chain": lambda: Pattern(patterns.chain(lengths), sum(lengths)),
-        "convolution": lambda: Pattern(patterns.convolution(lengths, args.kernel_size, args.dilation,
-                                                            causal=causal), sum(lengths)),
-        "rows": lambda: Pattern(patterns.grid_rows([grid] * args.batch, args.text_length, causal), **image),
-        "columns": lambda: Pattern(patterns.grid_columns([grid] * args.batch, args.text_length, causal), **image),
-        "grid-window": lambda: Pattern(patterns.grid_window([grid] * args.batch, args.kernel_size,
-                                                            args.text_length, causal), **image),
-        "edgelist": lambda: _edge_list(args),
-    }
-    return builders[args.pattern]()
-
-
-PATTERNS = ("complete", "causal", "window", "dilated", "global", "bigbird", "block", "strided", "star", "chain",
-            "convolution", "rows", "columns", "grid-window", "edgelist")
-
-
-def _edge_list(args: argparse.Namespace) -> Pattern:
-    import networkx as nx
-
-    from ..graphs import patterns
-
-    if args.file is None:
-        raise ValueError("the edgelist pattern reads its graph from a file: give --file PATH (lines 'u v')")
-    graph = nx.read_edgelist(args.file, nodetype=int, create_using=nx.DiGraph if args.directed else nx.Graph)
-    # node k is the k-th node met in the file
-    return Pattern(patterns.from_networkx(graph, add_self_loops=True), graph.number_of_nodes(), layout="spring")
+    """The pattern ``args.pattern`` with the options of ``args`` (see :func:`build_pattern`)."""
+    return build_pattern(args.pattern, **pattern_arguments(args))
 
 
 def add_parser(subparsers) -> None:
@@ -86,24 +38,14 @@ def add_parser(subparsers) -> None:
 
 
 def add_pattern_options(parser: argparse.ArgumentParser) -> None:
-    """The options that size and shape a pattern (shared with ``gnn-transformer explore --pattern``)."""
-    parser.add_argument("--n", type=int, default=16, help="tokens per sequence")
-    parser.add_argument("--batch", type=int, default=1, help="sequences (a disjoint union)")
-    parser.add_argument("--causal", action="store_true", help="keep only keys at or before their query")
-    parser.add_argument("--radius", type=int, default=2, help="window radius (window, dilated, global, bigbird)")
-    parser.add_argument("--dilation", type=int, default=2, help="gap between keys (dilated, convolution)")
-    parser.add_argument("--num-global", type=int, default=1, help="global tokens (global, bigbird)")
-    parser.add_argument("--num-random", type=int, default=2, help="random keys per query (bigbird)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random keys (bigbird)")
-    parser.add_argument("--block-size", type=int, default=4, help="tokens per block (block)")
-    parser.add_argument("--stride", type=int, default=4, help="stride (strided)")
-    parser.add_argument("--part", choices=("both", "local", "strided"), default="both", help="strided part")
-    parser.add_argument("--kernel-size", type=int, default=3, help="kernel (convolution, grid-window)")
-    parser.add_argument("--height", type=int, default=4, help="image rows (rows, columns, grid-window)")
-    parser.add_argument("--width", type=int, default=4, help="image columns (rows, columns, grid-window)")
-    parser.add_argument("--text-length", type=int, default=0, help="text tokens before the image")
-    parser.add_argument("--file", help="edge list 'u v' per line (edgelist)")
-    parser.add_argument("--directed", action="store_true", help="read the edge list as directed (edgelist)")
+    """The options that size and shape a pattern, one per entry of the registry's ``OPTIONS`` (shared with
+    ``gnn-transformer explore --pattern``)."""
+    for option in OPTIONS.values():
+        if option.type is bool:
+            parser.add_argument(option.flag, action="store_true", help=option.help)
+        else:
+            parser.add_argument(option.flag, type=option.type, default=option.default, choices=option.choices,
+                                help=option.help)
 
 
 def run(args: argparse.Namespace) -> int:

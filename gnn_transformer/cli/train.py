@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or threads)
     try:
-        (run_charlm if args.task == "charlm" else run_seq2seq)(args)
+        (run_charlm if args.task == "charlm" else run_seq2seq)(args, log=print)
     finally:
         torch.set_num_threads(threads)
     return 0

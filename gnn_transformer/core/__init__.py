@@ -10,7 +10,9 @@ In the order of the paper:
   position-wise feed-forward (3.1, 3.3); :mod:`~gnn_transformer.core.norms` -- the norms;
 * :mod:`~gnn_transformer.core.stacks` -- the encoder and decoder stacks and the
   encoder-decoder Transformer (3.1), mirroring ``torch.nn.Transformer*``;
-* :mod:`~gnn_transformer.core.model` -- the model with embeddings and the output layer (3.4).
+* :mod:`~gnn_transformer.core.model` -- the models with embeddings and the output layer (3.4):
+  the encoder-decoder, and one single-stack model assembled from its parts (encoder-only and
+  decoder-only are that model on the complete and on the causal graph).
 
 Around them: :mod:`~gnn_transformer.core.dense` (torch's padded tensors and masks to graphs
 and back), :mod:`~gnn_transformer.core.calls` (the two calls of every module, graphs prepared
@@ -21,11 +23,12 @@ from .attention import AttentionTensors, GraphMultiheadAttention, KeyValueCache
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding, sinusoidal_encoding
 from .functional import graph_attention
 from .layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
-from .model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
+from .model import GraphDecoderModel, GraphEncoderModel, GraphSequenceModel, GraphTransformerModel
 from .norms import RMSNorm
 from .stacks import GraphTransformer, GraphTransformerDecoder, GraphTransformerEncoder
 
 __all__ = ["TokenEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_encoding", "graph_attention",
            "GraphMultiheadAttention", "KeyValueCache", "GraphTransformerEncoderLayer", "GraphTransformerDecoderLayer",
            "RMSNorm", "GraphTransformerEncoder", "GraphTransformerDecoder", "GraphTransformer",
-           "GraphTransformerModel", "GraphEncoderModel", "GraphDecoderModel", "AttentionTensors"]
+           "GraphTransformerModel", "GraphSequenceModel", "GraphEncoderModel", "GraphDecoderModel",
+           "AttentionTensors"]

@@ -3,10 +3,11 @@ r"""Complete models: embeddings, positional encodings, graph stacks and the outp
 * :class:`GraphTransformerModel` -- the encoder-decoder model of "Attention Is All You
   Need" (arXiv:1706.03762, figure 1) on a seq2seq batch (``HeteroData`` from
   :func:`gnn_transformer.graphs.seq2seq_batch`).
-* :class:`GraphEncoderModel` -- encoder-only (BERT-like, arXiv:1810.04805): encoder
-  layers on the complete graph of each sequence.
-* :class:`GraphDecoderModel` -- decoder-only (GPT-like, arXiv:2005.14165): the same
-  encoder-style layers (no cross-attention) on the causal graph.
+* :class:`GraphSequenceModel` -- one stack of layers on one graph, assembled from its parts
+  (token embedding, positional encoding, the stack with its final norm, the output layer,
+  and the graph it attends over).  :class:`GraphEncoderModel` (encoder-only, BERT-like,
+  arXiv:1810.04805: the complete graph of each sequence) and :class:`GraphDecoderModel`
+  (decoder-only, GPT-like, arXiv:2005.14165: the causal graph) build it from the paper's parts.
 
 Each returns logits per node; ``log_probs`` and ``probs`` give the prediction
 distributions :math:`\operatorname{softmax}(h W_\text{out} + b)` over the vocabulary.
@@ -18,11 +19,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..graphs.builders import causal, complete
+from ..graphs.patterns.registry import as_sequence_graph
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
 from .layers import GraphTransformerEncoderLayer
 from .stacks import GraphTransformer, GraphTransformerEncoder
 
-__all__ = ["GraphTransformerModel", "GraphEncoderModel", "GraphDecoderModel"]
+__all__ = ["GraphTransformerModel", "GraphSequenceModel", "paper_parts", "GraphEncoderModel", "GraphDecoderModel"]
 
 TIES = ("none", "output", "all")
 
@@ -132,8 +135,7 @@ class GraphTransformerModel(_TokenModel):
         _require(batch["src"], ("x", "position"), "batch['src']")
         store = batch["src", "to", "src"]
         src = self._embed(self.src_embed, batch["src"].x, batch["src"].position)
-        return self.transformer.encoder.forward_graph(src, store.edge_index, _edge_bias(store),
-                                                      position=batch["src"].position)
+        return self.transformer.encoder(src, store.edge_index, _edge_bias(store), position=batch["src"].position)
 
     def decode(self, batch, memory: Tensor | None, return_attention_weights: bool = False, cache: list | None = None):
         """Decoder output for every target token, (num_target_tokens, d_model).
@@ -145,7 +147,7 @@ class GraphTransformerModel(_TokenModel):
         self_store, cross_store = batch["tgt", "to", "tgt"], batch["src", "to", "tgt"]
         tgt = self._embed(self.tgt_embed, batch["tgt"].x, batch["tgt"].position)
         src_position = batch["src"].position if "position" in batch["src"] else None
-        return self.transformer.decoder.forward_graph(
+        return self.transformer.decoder(
             tgt, memory, self_store.edge_index, cross_store.edge_index, _edge_bias(self_store),
             _edge_bias(cross_store), return_attention_weights, position=batch["tgt"].position,
             memory_position=src_position, cache=cache,
@@ -156,61 +158,163 @@ class GraphTransformerModel(_TokenModel):
         return self.generator(self.decode(batch, self.encode(batch)))
 
 
-class _SingleStackModel(_TokenModel):
-    """Embeddings, one stack of encoder-style layers with a final norm, output layer."""
+class GraphSequenceModel(_TokenModel):
+    r"""A single-stack model (encoder-only or decoder-only) assembled from its parts.
 
-    def __init__(self, vocab_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,
-                 dim_feedforward: int = 2048, dropout: float = 0.1, activation="relu",
-                 layer_norm_eps: float = 1e-5, norm_first: bool = False, bias: bool = True,
-                 tie_weights: bool = False, device=None, dtype=None, *, backend: str = "reference") -> None:
+    .. math::
+
+        h^0_i = \operatorname{dropout}(\operatorname{embed}(t_i) + \operatorname{positional}(p_i)), \qquad
+        h = \operatorname{encoder}_G(h^0), \qquad \text{logits}_i = \operatorname{generator}(h_i)
+
+    where the stack passes messages along the edges of the graph :math:`G` the model attends
+    over: the complete graph of each sequence for an encoder-only (BERT-like, arXiv:1810.04805)
+    model, the causal graph for a decoder-only (GPT-like, arXiv:2005.14165) one, or any
+    pattern.  :class:`GraphEncoderModel` and :class:`GraphDecoderModel` build it with the
+    paper's parts (:func:`paper_parts`); :class:`~gnn_transformer.variants.GraphVariantModel`
+    with the variants' parts.
+
+    Args:
+        embed: token embedding, token ids (N,) -> (N, d_model).
+        encoder: the stack of layers with its final norm, called
+            ``encoder(x, edge_index, edge_bias, return_attention_weights, position=, cache=)``.
+        generator: the output layer, (N, d_model) -> (N, vocab) logits.
+        graph: the graph the model attends over: a builder such as ``graphs.complete`` or
+            ``graphs.causal``, a pattern (``graphs.sequence_graph("window", radius=2)``), a name
+            of the pattern registry, or ``None`` (not declared); kept as a
+            :class:`~gnn_transformer.graphs.SequenceGraph` in :attr:`graph`.
+        positional: absolute position encoding, ``positional(position, dtype=)`` -> (N, d_model),
+            added to the embeddings; ``None`` for none.
+        relative_bias: a per-edge score bias from positions, ``relative_bias(edge_index, position)``
+            -> (num_edges, H), computed once for all layers (ALiBi, T5); ``None`` for none.
+        dropout: dropout on the summed input embeddings.
+
+    Input: a PyG ``Data`` (or collated batch) with ``x`` token ids, ``position`` and
+    ``edge_index`` (one edge set, or a list with one per layer, set on the collated batch),
+    optionally ``edge_bias``.  Build it with ``graphs.sequence_data(tokens, model.graph)``.
+
+    Returns: logits (N, vocab).
+
+    Shapes: x, position (N,) -> hidden (N, d_model) -> logits (N, vocab); edge_index (2, num_edges).
+
+    Tools ask the model, not its class: :attr:`graph` (its name, and ``graph.causal``: whether
+    it can decode one token at a time) and :meth:`graph_for`.
+    """
+
+    def __init__(self, embed: nn.Module, encoder: nn.Module, generator: nn.Module, *, graph=None,
+                 positional: nn.Module | None = None, relative_bias: nn.Module | None = None,
+                 dropout: float = 0.0) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        layer = GraphTransformerEncoderLayer(
-            d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, norm_first=norm_first, bias=bias,
-            backend=backend, **factory,
-        )
-        norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.encoder = GraphTransformerEncoder(layer, num_layers, norm)
-        for parameter in self.encoder.parameters():
-            if parameter.dim() > 1:
-                nn.init.xavier_uniform_(parameter)
-        self.embed = TokenEmbedding(vocab_size, d_model, **factory)
-        self.positional = SinusoidalPositionalEncoding(d_model)
+        self.encoder = encoder
+        self.embed = embed
+        self.positional = positional
+        self.relative_bias = relative_bias
         self.dropout = nn.Dropout(dropout)
-        self.generator = nn.Linear(d_model, vocab_size, bias=bias, **factory)
-        if tie_weights:
-            self.generator.weight = self.embed.embedding.weight
+        self.generator = generator
+        self.graph = as_sequence_graph(graph)
+
+    def graph_for(self, lengths) -> Tensor:
+        """The edges this model attends over for a ragged batch of sequences, (2, num_edges).
+
+        Raises ``ValueError`` when the model was built without a graph.
+        """
+        if self.graph is None:
+            raise ValueError(f"this {type(self).__name__} was built without a graph (graph=None); build it with "
+                             "graph=graphs.complete, graphs.causal or a pattern")
+        return self.graph(lengths)
+
+    def embed_nodes(self, tokens: Tensor, position: Tensor) -> Tensor:
+        """The input of the stack: dropout(embedding + absolute positions), (N, d_model)."""
+        x = self.embed(tokens)  # (N, d_model)
+        if self.positional is not None:
+            x = x + self.positional(position, dtype=x.dtype)
+        return self.dropout(x)
+
+    def edge_bias(self, edge_index, position: Tensor, dtype: torch.dtype) -> Tensor | None:
+        """The relative position bias of every edge, computed once for all layers, (num_edges, H); ``None``
+        without a ``relative_bias`` part."""
+        if self.relative_bias is None:
+            return None
+        return self.relative_bias(edge_index, position).to(dtype)  # (num_edges, H)
 
     def hidden(self, data, return_attention_weights: bool = False, cache: list | None = None):
-        """Final hidden state of every token, (N, d_model); ``cache`` as in the stack's ``forward_graph``."""
+        """Final hidden state of every token, (N, d_model); ``cache`` (one per layer) as in the stack's call."""
         _require(data, ("x", "position", "edge_index"), "data")
-        x = self._embed(self.embed, data.x, data.position)
-        return self.encoder.forward_graph(x, data.edge_index, _edge_bias(data), return_attention_weights,
-                                          position=data.position, cache=cache)
+        if cache is not None and self.relative_bias is not None:
+            raise NotImplementedError("relative position biases need the positions of every cached token, which an "
+                                      "incremental step does not have; decode with recompute=True")
+        x = self.embed_nodes(data.x, data.position)
+        bias = self.edge_bias(data.edge_index, data.position, x.dtype)
+        if "edge_bias" in data:
+            bias = data.edge_bias if bias is None else bias + data.edge_bias
+        return self.encoder(x, data.edge_index, bias, return_attention_weights, position=data.position, cache=cache)
 
     def forward(self, data) -> Tensor:
         """Logits per token, (N, vocab_size); ``data`` holds ``x``, ``position``, ``edge_index``."""
         return self.generator(self.hidden(data))
 
 
-class GraphEncoderModel(_SingleStackModel):
-    """Encoder-only (BERT-like) model: layers on the complete graph of each sequence.
+def paper_parts(vocab_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,
+                dim_feedforward: int = 2048, dropout: float = 0.1, activation: str | Callable[[Tensor], Tensor] = "relu",
+                layer_norm_eps: float = 1e-5, norm_first: bool = False, bias: bool = True, tie_weights: bool = False,
+                device=None, dtype=None, *, backend: str = "reference") -> dict:
+    r"""The paper's parts of a single-stack model, as keyword arguments of :class:`GraphSequenceModel`.
 
-    Build inputs with ``graphs.sequence_data(tokens, "complete")`` and PyG's ``Batch``.
-    Arguments as :class:`GraphTransformerModel` with one ``num_layers``;
-    ``tie_weights`` shares the embedding with the output layer.  Any other graph works
+    A stack of ``num_layers`` :class:`GraphTransformerEncoderLayer` with a final LayerNorm (Xavier
+    uniform weights), the token embedding scaled by :math:`\sqrt{d_\text{model}}`, sinusoidal
+    positions, dropout and the output layer; ``tie_weights`` shares the embedding with the
+    output layer.  Other arguments as :class:`torch.nn.TransformerEncoderLayer`.
+    """
+    factory = {"device": device, "dtype": dtype}
+    layer = GraphTransformerEncoderLayer(
+        d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, norm_first=norm_first, bias=bias,
+        backend=backend, **factory,
+    )
+    norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
+    encoder = GraphTransformerEncoder(layer, num_layers, norm)
+    for parameter in encoder.parameters():
+        if parameter.dim() > 1:
+            nn.init.xavier_uniform_(parameter)
+    embed = TokenEmbedding(vocab_size, d_model, **factory)
+    positional = SinusoidalPositionalEncoding(d_model)
+    generator = nn.Linear(d_model, vocab_size, bias=bias, **factory)
+    if tie_weights:
+        generator.weight = embed.embedding.weight
+    return dict(embed=embed, encoder=encoder, generator=generator, positional=positional, dropout=dropout)
+
+
+class GraphEncoderModel(GraphSequenceModel):
+    """Encoder-only (BERT-like) model: the paper's parts on the complete graph of each sequence.
+
+    A :class:`GraphSequenceModel` with ``graph=graphs.complete`` and :func:`paper_parts`;
+    arguments as :class:`GraphTransformerModel` with one ``num_layers``, ``tie_weights``
+    shares the embedding with the output layer.  Build inputs with
+    ``graphs.sequence_data(tokens, "complete")`` and PyG's ``Batch``.  Any other graph works
     too: ``data.edge_index`` (and ``data.edge_bias``) may be one edge set or a list with
     one per layer, set on the collated batch, e.g.
     ``batch.edge_index = [patterns.strided(lengths, 4, part=p) for p in ("local", "strided")]``.
     """
 
-    graph = "complete"
+    def __init__(self, vocab_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, activation="relu",
+                 layer_norm_eps: float = 1e-5, norm_first: bool = False, bias: bool = True,
+                 tie_weights: bool = False, device=None, dtype=None, *, backend: str = "reference") -> None:
+        super().__init__(**paper_parts(vocab_size, d_model, nhead, num_layers, dim_feedforward, dropout, activation,
+                                       layer_norm_eps, norm_first, bias, tie_weights, device, dtype, backend=backend),
+                         graph=complete)
 
 
-class GraphDecoderModel(_SingleStackModel):
-    """Decoder-only (GPT-like) model: encoder-style layers (no cross-attention) on the causal graph.
+class GraphDecoderModel(GraphSequenceModel):
+    """Decoder-only (GPT-like) model: the paper's parts (no cross-attention) on the causal graph.
 
-    Build inputs with ``graphs.sequence_data(tokens, "causal")`` and PyG's ``Batch``.
+    A :class:`GraphSequenceModel` with ``graph=graphs.causal`` and :func:`paper_parts`;
+    arguments as :class:`GraphEncoderModel`.  Build inputs with
+    ``graphs.sequence_data(tokens, "causal")`` and PyG's ``Batch``.
     """
 
-    graph = "causal"
+    def __init__(self, vocab_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, activation="relu",
+                 layer_norm_eps: float = 1e-5, norm_first: bool = False, bias: bool = True,
+                 tie_weights: bool = False, device=None, dtype=None, *, backend: str = "reference") -> None:
+        super().__init__(**paper_parts(vocab_size, d_model, nhead, num_layers, dim_feedforward, dropout, activation,
+                                       layer_norm_eps, norm_first, bias, tie_weights, device, dtype, backend=backend),
+                         graph=causal)

@@ -8,7 +8,7 @@ from typing import Sequence
 from torch import nn
 
 from ..analysis.recording import record_inference
-from ..core.model import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel
+from ..core.model import GraphSequenceModel, GraphTransformerModel
 from ..tasks.base import Vocabulary, token_labels, vocabulary_pair
 from ..tasks.demo import demo_batch, demo_model
 from .document import Stage
@@ -19,7 +19,7 @@ from .trace import trace_stages
 __all__ = ["Explanation", "explain", "MAX_DIGITS"]
 
 MAX_DIGITS = 8
-SUPPORTED = (GraphTransformerModel, GraphEncoderModel, GraphDecoderModel)
+SUPPORTED = (GraphTransformerModel, GraphSequenceModel)  # GraphEncoderModel, GraphDecoderModel are the latter
 
 
 @dataclass
@@ -113,7 +113,8 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     and its vocabulary are used; without a batch, "the cat sat" -> "<s> le chat".
 
     Args:
-        model: a :class:`GraphTransformerModel`, :class:`GraphEncoderModel` or :class:`GraphDecoderModel`.
+        model: a :class:`GraphTransformerModel`, or a :class:`GraphSequenceModel` with the paper's
+            parts (:class:`GraphEncoderModel`, :class:`GraphDecoderModel`, or any graph).
             It runs in eval mode (no dropout) on the reference backend; its mode is restored afterwards.
         batch: the model's input (``graphs.seq2seq_batch`` for the encoder-decoder,
             ``graphs.sequence_data`` for a single stack).  Small inputs read best: every edge is a row.
@@ -135,6 +136,9 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     elif not isinstance(model, SUPPORTED):
         raise TypeError(f"explain supports {', '.join(cls.__name__ for cls in SUPPORTED)}, got "
                         f"{type(model).__name__}; record other modules with gnn_transformer.analysis.recording.record")
+    elif isinstance(model, GraphSequenceModel) and model.graph is None:
+        raise ValueError(f"explain names the graph a {type(model).__name__} attends over, but this one was built "
+                         "without a graph: build it with graph=graphs.complete, graphs.causal or a pattern")
     source_vocabulary, target_vocabulary = vocabulary_pair(vocabulary)
     if batch is None:
         if not isinstance(model, GraphTransformerModel) or source_vocabulary is None:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graphs import causal, complete
-from ..core.model import GraphDecoderModel, GraphTransformerModel
+from ..core.model import GraphTransformerModel
 from ..analysis.recording import Recording
 from .attention_stage import attention_stage
 from .stages import (embedding_stages, feed_forward_stage, graph_stage, layer_summary_stage, norm_stage,
@@ -47,7 +47,8 @@ class _Stack:
     title: str  # "Encoder", "Decoder", "Decoder-only stack"
     module: nn.Module  # a GraphTransformerEncoder / GraphTransformerDecoder
     prefix: str  # its qualified name in the model
-    graph: str  # "complete" / "causal": its self-attention graph
+    graph: str  # the name of its self-attention graph: "complete", "causal", a pattern
+    causal: bool  # no token receives an edge from a later one (masked self-attention)
     labels: Sequence[str]
     memory_labels: Sequence[str] | None = None  # source tokens, for cross-attention
 
@@ -62,13 +63,13 @@ def _calls(recording: Recording, name: str):
     calls = recording.calls_of(name)
     if not calls:
         raise RuntimeError(f"the recorded run never called {name!r}; explain follows the forward pass of "
-                           "GraphTransformerModel, GraphEncoderModel and GraphDecoderModel")
+                           "GraphTransformerModel and GraphSequenceModel (GraphEncoderModel, GraphDecoderModel)")
     return calls
 
 
 def _sublayers(stack: _Stack) -> list[tuple[str, str]]:
     """(stage-key part, title) of each sublayer of one layer, in order."""
-    self_title = f"masked self-attention ({stack.graph} graph)" if stack.graph == "causal" else \
+    self_title = f"masked self-attention ({stack.graph} graph)" if stack.causal else \
         f"self-attention ({stack.graph} graph)"
     parts = [("self_attention", self_title)]
     if stack.memory_labels is not None:
@@ -94,7 +95,7 @@ def _layer_stages(stack: _Stack, recording: Recording, index: int, options: _Opt
         else:
             record = recording.attention_of("cross" if part == "cross_attention" else _self_kind(stack), index)
             keys = stack.memory_labels if part == "cross_attention" else labels
-            note = _MASKING if part == "self_attention" and stack.graph == "causal" else ""
+            note = _MASKING if part == "self_attention" and stack.causal else ""
             sublayer = attention_stage(key, f"{head} · {title}", record, labels, keys, note=note,
                                        self_attention=part == "self_attention", max_features=options.max_features)
             output = record.output
@@ -163,16 +164,22 @@ def _lengths(store) -> list[int]:
     return ptr.diff().tolist() if ptr is not None else [store.num_nodes]
 
 
-def _graph_words(graph: str, edge_index: Tensor, lengths: list[int]) -> tuple[str, str]:
-    """(name, description) of the edges a self-attention really ran on: the full ``graph``
-    ("complete" or "causal") of these sequences, or a sparse pattern of it."""
-    full = causal(lengths) if graph == "causal" else complete(lengths)
+_DESCRIPTIONS = {
+    "causal": "The causal graph: each token receives an edge from itself and every earlier token, never from a "
+              "later one. ",
+    "complete": "The complete graph: every token receives an edge from every token of its sequence, itself included. ",
+}
+
+
+def _graph_words(graph: str, edge_index: Tensor, lengths: list[int], full: Tensor | None = None) -> tuple[str, str]:
+    """(name, description) of the edges a self-attention really ran on: the full ``graph`` of these
+    sequences (``full``, by default the builder of that name: "complete" or "causal"), or a sparse
+    pattern of it."""
+    if full is None:
+        full = causal(lengths) if graph == "causal" else complete(lengths)
     if edge_index.shape == full.shape and torch.equal(edge_index, full):  # both sorted by target, then source
-        if graph == "causal":
-            return graph, ("The causal graph: each token receives an edge from itself and every earlier token, "
-                           "never from a later one. " + _ANY_LENGTH)
-        return graph, ("The complete graph: every token receives an edge from every token of its sequence, itself "
-                       "included. " + _ANY_LENGTH)
+        described = _DESCRIPTIONS.get(graph, f"The {graph} graph the model attends over, on these sequences. ")
+        return graph, described + _ANY_LENGTH
     degree = torch.bincount(edge_index[1], minlength=sum(lengths))
     only_earlier = bool((edge_index[0] <= edge_index[1]).all())
     name = "sparse causal graph" if only_earlier else "sparse graph"
@@ -199,8 +206,9 @@ def trace_stages(model: nn.Module, batch, recording: Recording, labels: dict[str
     logits = _calls(recording, names[id(model.generator)])[-1].output
     if isinstance(model, GraphTransformerModel):
         source, target = labels["source"], labels["target"]
-        encoder = _Stack("encoder", "Encoder", model.transformer.encoder, "transformer.encoder", "complete", source)
-        decoder = _Stack("decoder", "Decoder", model.transformer.decoder, "transformer.decoder", "causal", target,
+        encoder = _Stack("encoder", "Encoder", model.transformer.encoder, "transformer.encoder", "complete", False,
+                         source)
+        decoder = _Stack("decoder", "Decoder", model.transformer.decoder, "transformer.decoder", "causal", True, target,
                          memory_labels=source)
         stages = _inputs(recording, names, model.src_embed, "source", 0, source, batch["src"].position, options)
         encoder_edges = recording.attention_of("encoder self", 0).edge_index
@@ -219,14 +227,15 @@ def trace_stages(model: nn.Module, batch, recording: Recording, labels: dict[str
                                   words + " Cross-attention runs on a bipartite graph: every target token receives an "
                                   "edge from every source token of its pair.", edges))
         stages += _stack_stages(decoder, recording, options)
-    else:
-        graph = "causal" if isinstance(model, GraphDecoderModel) else "complete"
-        title = "Decoder-only stack" if graph == "causal" else "Encoder-only stack"
+    else:  # one stack on the graph the model declares (asked, not inferred from its class)
+        graph, lengths = model.graph, _lengths(batch)
+        is_causal = bool(graph.causal)
+        title = "Decoder-only stack" if is_causal else "Encoder-only stack"
         tokens = labels["tokens"]
-        stack = _Stack("stack", title, model.encoder, "encoder", graph, tokens)
+        stack = _Stack("stack", title, model.encoder, "encoder", graph.name, is_causal, tokens)
         stages = _inputs(recording, names, model.embed, "tokens", 0, tokens, batch.position, options)
         stack_edges = recording.attention_of("encoder self", 0).edge_index
-        name, words = _graph_words(graph, stack_edges, _lengths(batch))
+        name, words = _graph_words(graph.name, stack_edges, lengths, full=model.graph_for(lengths))
         stages.append(graph_stage("stack.graph", f"{title} graph: {name}", words, [(name, stack_edges, tokens, tokens)]))
         stages += _stack_stages(stack, recording, options)
     return stages + output_stages(labels.get("target", labels.get("tokens")), logits, output_words, max_features)

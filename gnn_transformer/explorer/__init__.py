@@ -62,8 +62,8 @@ def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | 
     * nothing: the demo model (:mod:`gnn_transformer.tasks.demo`) on ``source`` -> ``target`` words
       (default "the cat sat" -> "<s> le chat"; a string is split at spaces);
     * ``model`` and ``batch``: your model (a :class:`GraphTransformerModel` on a
-      ``seq2seq_batch``, or a :class:`GraphEncoderModel` / :class:`GraphDecoderModel` on a
-      ``Data``); ``vocabulary`` (one or a (source, target) pair) or ``labels`` name the tokens;
+      ``seq2seq_batch``, or a single-stack :class:`GraphSequenceModel` such as
+      :class:`GraphDecoderModel` on a ``Data``); ``vocabulary`` (one or a (source, target) pair) or ``labels`` name the tokens;
     * ``pattern``: a pattern of ``gnn-transformer graph`` (``"window"``, ``"rows"``, ...) with
       its options in ``pattern_options`` (``{"n": 8, "radius": 1}``, the command's names with
       underscores); a small seeded encoder runs on its edges;

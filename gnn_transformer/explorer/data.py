@@ -21,8 +21,8 @@ and the weight
                 "weights": [[alpha_h, ...], ...]}, ...]}
 
 Numbers keep :data:`SIGNIFICANT_DIGITS` significant digits; a score of :math:`-\infty` (a
-blocked edge bias) is written ``null``.  Single-stack models (:class:`GraphEncoderModel`,
-:class:`GraphDecoderModel`) have one kind of attention, labelled ``"self"``, over the
+blocked edge bias) is written ``null``.  Single-stack models (:class:`GraphSequenceModel`: :class:`GraphEncoderModel`,
+:class:`GraphDecoderModel`, ...) have one kind of attention, labelled ``"self"``, over the
 ``source`` tokens.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
 
     Args:
         model: a :class:`GraphTransformerModel` (``batch`` a ``HeteroData`` from ``seq2seq_batch``)
-            or a single-stack :class:`GraphEncoderModel` / :class:`GraphDecoderModel` (``batch`` a
+            or a single-stack :class:`GraphSequenceModel` (such as :class:`GraphEncoderModel`; ``batch`` a
             PyG ``Data`` with ``x``, ``position``, ``edge_index``).
         vocabulary: names the tokens (and the predictions, the argmax of the logits); one
             :class:`Vocabulary` or a (source, target) pair.  Without it tokens show their ids.

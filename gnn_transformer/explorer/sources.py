@@ -2,20 +2,22 @@
 
 * :func:`demo_data` -- the seeded demo encoder-decoder (:mod:`gnn_transformer.tasks.demo`) on a
   sentence pair;
-* :func:`pattern_data` -- a small seeded :class:`GraphEncoderModel` whose self-attention runs
-  on the edges of one of the patterns of ``gnn-transformer graph`` (tokens ``t0 .. tN``);
+* :func:`pattern_data` -- a small seeded encoder-only model whose self-attention runs on the
+  edges of one of the patterns of the registry (:mod:`gnn_transformer.graphs.patterns.registry`,
+  the patterns of ``gnn-transformer graph``; tokens ``t0 .. tN``);
 * :func:`checkpoint_data` -- a model trained by ``gnn-transformer train TASK`` (a seq2seq task)
   on one held-out sentence: the decoder is fed the model's own greedy translation, so the
   cross-attention shown is the alignment it decodes with.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
 import torch
 
+from ..graphs.patterns.registry import build_pattern, pattern_options
 from ..tasks.demo import DEMO_SOURCE, DEMO_TARGET, demo_batch, demo_model
 from .data import run_data
 
@@ -34,44 +36,32 @@ def demo_data(source: Sequence[str] = DEMO_SOURCE, target: Sequence[str] = DEMO_
                     title="demo model (untrained): " + " ".join(source) + " \u2192 " + " ".join(target))
 
 
-def pattern_namespace(name: str, **options) -> argparse.Namespace:
-    """The options of pattern ``name`` as ``gnn-transformer graph`` parses them, with ``options`` set.
+def pattern_namespace(name: str, **options) -> SimpleNamespace:
+    """The options of pattern ``name`` with ``options`` set, as attributes (and ``pattern``, the name).
 
-    ``options`` use the command's names with underscores (``n=8``, ``radius=1``, ``text_length=2``).
+    Kept for callers of the flat layout; :func:`~gnn_transformer.graphs.patterns.pattern_options`
+    gives the same values as a dict.  ``options`` use the Python names (``n=8``, ``radius=1``).
     """
-    from ..cli.graph import PATTERNS, add_pattern_options
-
-    if name not in PATTERNS:
-        raise ValueError(f"unknown pattern {name!r}; choose from {', '.join(PATTERNS)}")
-    parser = argparse.ArgumentParser(add_help=False)
-    add_pattern_options(parser)
-    args = parser.parse_args([])
-    unknown = sorted(set(options) - set(vars(args)))
-    if unknown:
-        raise TypeError(f"unknown pattern options {unknown}; known: {sorted(vars(args))}")
-    args.pattern = name
-    for key, value in options.items():
-        setattr(args, key, value)
-    return args
+    return SimpleNamespace(**pattern_options(name, **options), pattern=name)
 
 
 def pattern_data(name: str, **options) -> dict:
-    """A seeded 2-layer, 2-head :class:`GraphEncoderModel` whose self-attention runs on pattern ``name``.
+    """A seeded 2-layer, 2-head single-stack model (the paper's parts) whose self-attention runs on pattern ``name``.
 
     Every layer uses the pattern's edge set, so the page's edges are exactly the pattern's.
+    ``options`` as in :func:`~gnn_transformer.graphs.patterns.build_pattern`.
     """
     from torch_geometric.data import Data
 
-    from ..cli.graph import _build
-    from ..core.model import GraphEncoderModel
+    from ..core.model import GraphSequenceModel, paper_parts
 
-    pattern = _build(pattern_namespace(name, **options))
+    pattern = build_pattern(name, **options)
     num_nodes = pattern.num_nodes
     if num_nodes < 1:
         raise ValueError(f"pattern {name} has no tokens with these options; ask for at least one (--n 1 or more)")
     with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = GraphEncoderModel(num_nodes, **PATTERN_MODEL).eval()
+        torch.manual_seed(0)  # the paper's parts; the graph comes with the data: the pattern's edges
+        model = GraphSequenceModel(**paper_parts(num_nodes, **PATTERN_MODEL)).eval()
     tokens = torch.arange(num_nodes)  # (N,) token k is its own word
     data = Data(x=tokens, position=tokens.clone(), edge_index=pattern.edge_index)
     return run_data(model, data, labels=[f"t{k}" for k in range(num_nodes)],

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .growth import AttentionGraph, GrowingCausalGraph, GrowingSeq2SeqGraph
+from .growth import AttentionGraph, GrowingCausalGraph, GrowingSeq2SeqGraph, decodes_causally
 from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedSeq2SeqGraph
 from .search import Hypothesis, beam_search, greedy, length_penalty_factor, sample
 
@@ -66,12 +66,13 @@ def decoding_graph(model, inputs: Sequence[Tensor], *, bos: int | None = None, r
         if recompute:
             return RecomputedSeq2SeqGraph(model, inputs, bos)
         return GrowingSeq2SeqGraph(model, inputs, bos, record_attention)
-    if getattr(model, "graph", None) == "causal":
+    if decodes_causally(model):
         if recompute:
             return RecomputedCausalGraph(model, inputs, attention_window)
         return GrowingCausalGraph(model, inputs, record_attention, attention_window)
-    raise TypeError(f"cannot decode a {type(model).__name__}: generation needs a GraphTransformerModel "
-                    f"or a GraphDecoderModel")
+    raise TypeError(f"cannot decode a {type(model).__name__}: generation needs a GraphTransformerModel or a "
+                    f"single-stack model on a causal graph (GraphDecoderModel, or graph=graphs.causal); this one "
+                    f"attends over {getattr(model, 'graph', None)!r}")
 
 
 @contextmanager
@@ -95,8 +96,10 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
 
     Args:
         model: a :class:`~gnn_transformer.GraphTransformerModel` (``inputs`` are source
-            sequences, ``bos`` starts each target) or a :class:`~gnn_transformer.GraphDecoderModel`
-            (``inputs`` are prompts).  Run in eval mode without autograd; its mode is restored.
+            sequences, ``bos`` starts each target) or a single-stack model whose graph is causal
+            (``model.graph.causal``: a :class:`~gnn_transformer.GraphDecoderModel`, or any
+            :class:`~gnn_transformer.GraphSequenceModel` built with ``graph=graphs.causal``;
+            ``inputs`` are prompts).  Run in eval mode without autograd; its mode is restored.
         inputs: a ragged batch: one 1-D tensor of token ids per sequence.
         max_new_tokens: at most this many generated tokens per sequence.
         eos: the end token (kept in the output); ``None`` decodes ``max_new_tokens`` tokens.

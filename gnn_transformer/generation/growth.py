@@ -32,7 +32,7 @@ from ..analysis.viz import attention_matrix
 from ..core.attention import KeyValueCache
 from ..graphs.builders import _contiguous_ranges, as_lengths, causal, complete, lengths_to_ptr, positions, to_padded
 
-__all__ = ["AttentionGraph", "GrowingSeq2SeqGraph", "GrowingCausalGraph"]
+__all__ = ["AttentionGraph", "GrowingSeq2SeqGraph", "GrowingCausalGraph", "decodes_causally"]
 
 
 @dataclass
@@ -221,8 +221,15 @@ class GrowingSeq2SeqGraph(_PrefixTree):
         return self._log_probs(self.model, hidden)
 
 
+def decodes_causally(model) -> bool:
+    """Whether ``model`` is a single stack on a causal graph, asked of the model: its ``graph`` part
+    declares ``causal`` (no token receives an edge from a later one), so one token at a time decodes it."""
+    return getattr(getattr(model, "graph", None), "causal", None) is True
+
+
 class GrowingCausalGraph(_PrefixTree):
-    r"""Incremental decoding of a decoder-only :class:`~gnn_transformer.GraphDecoderModel`.
+    r"""Incremental decoding of a decoder-only model (:class:`~gnn_transformer.GraphDecoderModel`, or any
+    :class:`~gnn_transformer.GraphSequenceModel` whose graph is causal).
 
     ``start()`` adds every prompt as a causal graph (a ragged batch) and predicts from the
     last node of each; each later step adds one node per hypothesis with causal edges from
@@ -238,9 +245,10 @@ class GrowingCausalGraph(_PrefixTree):
 
     def __init__(self, model, prompts: Sequence[Tensor], record_attention: bool = False,
                  attention_window: int | None = None) -> None:
-        if getattr(model, "graph", None) != "causal":
-            raise TypeError(f"GrowingCausalGraph decodes decoder-only models (GraphDecoderModel), "
-                            f"not {type(model).__name__}")
+        if not decodes_causally(model):
+            raise TypeError(f"GrowingCausalGraph decodes single-stack models on a causal graph (model.graph.causal, "
+                            f"as GraphDecoderModel's), not a {type(model).__name__} on "
+                            f"{getattr(model, 'graph', None)!r}")
         device = model.generator.weight.device
         super().__init__(model, record_attention, device, attention_window)
         self.prompts = _as_token_list(prompts, "prompts", device)

@@ -16,7 +16,9 @@ order, so a ragged batch needs no padding.  The modules:
 * :mod:`~gnn_transformer.graphs.batching` -- sequences and seq2seq pairs as PyG ``Data`` /
   ``HeteroData``, collated by PyG into disjoint-union batches;
 * :mod:`~gnn_transformer.graphs.patterns` -- sparse attention patterns (window, dilated,
-  BigBird, star, image grids, user graphs) and their registry by name.
+  BigBird, star, image grids, user graphs), their registry by name, and
+  :class:`SequenceGraph`, the graph a single-stack model attends over (one of its parts);
+* :mod:`~gnn_transformer.graphs.distances` -- adjacency matrices and hop distances.
 
 Nothing here imports the model: graphs are plain edge tensors.
 """
@@ -25,6 +27,7 @@ from .batching import seq2seq_batch, seq2seq_data, sequence_data
 from .builders import *  # noqa: F401,F403 -- the builders list their names in __all__
 from .builders import __all__ as _builders
 from .masks import edges_from_mask, edges_to_mask
+from .patterns import SequenceGraph, sequence_graph
 
 __all__ = [*_builders, "edges_from_mask", "edges_to_mask", "sequence_data", "seq2seq_data", "seq2seq_batch",
-           "builders", "masks", "batching", "patterns"]
+           "builders", "masks", "batching", "patterns", "SequenceGraph", "sequence_graph"]

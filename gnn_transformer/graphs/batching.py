@@ -1,7 +1,7 @@
 """Token sequences as PyG ``Data`` / ``HeteroData``, collated by PyG into disjoint-union batches."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -11,21 +11,24 @@ from .builders import bipartite, causal, complete, positions
 __all__ = ["sequence_data", "seq2seq_data", "seq2seq_batch"]
 
 
-def sequence_data(tokens: Tensor, graph: str = "complete"):
+def sequence_data(tokens: Tensor, graph: str | Callable[[list[int]], Tensor] = "complete"):
     r"""One token sequence as a PyG ``Data``: ``x`` (token ids), ``position`` and ``edge_index``.
 
-    ``graph`` is ``"complete"`` (encoder-only models) or ``"causal"`` (decoder-only
-    models).  Collate with ``torch_geometric.data.Batch.from_data_list`` or PyG's
-    ``DataLoader``: edge indices are offset per sequence, positions are not.
+    ``graph`` is ``"complete"`` (encoder-only models), ``"causal"`` (decoder-only
+    models) or a function of the lengths, such as a model's own graph
+    (``sequence_data(tokens, model.graph)``).  Collate with
+    ``torch_geometric.data.Batch.from_data_list`` or PyG's ``DataLoader``: edge indices
+    are offset per sequence, positions are not.
     """
     from torch_geometric.data import Data
 
     builders = {"complete": complete, "causal": causal}
-    if graph not in builders:
-        raise ValueError(f"graph must be 'complete' or 'causal', got {graph!r}")
+    if not callable(graph) and graph not in builders:
+        raise ValueError(f"graph must be 'complete' or 'causal' (or a function of the lengths), got {graph!r}")
     tokens = _as_token_ids(tokens, "tokens")
     lengths = [tokens.numel()]
-    return Data(x=tokens, position=positions(lengths), edge_index=builders[graph](lengths))
+    build = graph if callable(graph) else builders[graph]
+    return Data(x=tokens, position=positions(lengths), edge_index=build(lengths))
 
 
 def seq2seq_data(src_tokens: Tensor, tgt_tokens: Tensor, labels: Tensor | None = None):

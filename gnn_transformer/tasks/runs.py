@@ -1,6 +1,7 @@
 """End-to-end runs of the tasks: build the model, train, decode the held-out data, report.
 
-Used by ``gnn-transformer train``; every number the command prints comes from here.
+Used by ``gnn-transformer train``; every number the command prints comes from here (the runs
+hand their report to a ``log`` function as text; the command line passes ``print``).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -25,7 +27,7 @@ from . import CharCorpus, get_task, python_help_text
 from .base import Seq2SeqTask, Vocabulary
 
 __all__ = ["PRESETS", "MODEL_KEYS", "build_model", "TrainedRun", "load_run", "exact_match", "run_seq2seq",
-           "run_charlm"]
+           "run_charlm", "format_seq2seq"]
 
 MODEL_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout")
 _DIGITS = dict(d_model=64, nhead=4, num_layers=2, dim_feedforward=128, dropout=0.1, steps=1200, batch_size=128,
@@ -176,20 +178,27 @@ def _train_config(args, hp: dict, eval_every: int) -> TrainConfig:
                        checkpoint_every=args.checkpoint_every, seed=args.seed, progress=not args.no_progress)
 
 
-def _trainer(args, model, hp, process, run_config, eval_every: int) -> Trainer:
+def _silent(line: str) -> None:
+    """The default ``log``: the library reports through its return values; the command line prints."""
+
+
+def _trainer(args, model, hp, process, run_config, eval_every: int, log: Callable[[str], None]) -> Trainer:
     out = Path(args.out)
     trainer = Trainer(model, _train_config(args, hp, eval_every), process=process,
                       checkpoint_dir=out / "checkpoints", run_config=run_config)
     if args.resume and trainer.resume():  # restores the random state too
         if process.is_main:
-            print(f"resumed from step {trainer.step}")
+            log(f"resumed from step {trainer.step}")
     else:
         torch.manual_seed(args.seed * 7919 + process.rank)  # dropout streams differ per process
     return trainer
 
 
-def run_seq2seq(args) -> dict | None:
-    """Train ``args.task`` and report exact match with greedy and beam search on held-out pairs."""
+def run_seq2seq(args, log: Callable[[str], None] = _silent) -> dict | None:
+    """Train ``args.task`` and report exact match with greedy and beam search on held-out pairs.
+
+    Returns the results (on the main process); ``log`` receives the report's lines as text.
+    """
     process, hp = _setup(args)
     task = get_task(args.task)
     train, test = task.splits(hp["num_train"], hp["num_test"], seed=args.seed)
@@ -206,7 +215,7 @@ def run_seq2seq(args) -> dict | None:
         return {"valid_loss": evaluate_loss(trainer.model, valid, device=process.device),
                 "greedy_exact": exact_match(trainer.model, monitor, strategy="greedy", **decode)["accuracy"]}
 
-    trainer = _trainer(args, model, hp, process, run_config, eval_every=max(1, hp["steps"] // 5))
+    trainer = _trainer(args, model, hp, process, run_config, eval_every=max(1, hp["steps"] // 5), log=log)
     start = time.perf_counter()
     trainer.fit(Seq2SeqExamples(train, vocab.bos, vocab.eos), evaluate=evaluate)
     train_time = time.perf_counter() - start
@@ -219,13 +228,13 @@ def run_seq2seq(args) -> dict | None:
                    "decode_seconds": round(time.perf_counter() - start, 1), "num_test": len(test),
                    "greedy": greedy_result, "beam": beam_result, "beam_size": args.beam_size,
                    "left_out_lengths": list(task.left_out_lengths), "hyperparameters": hp}
-        _print_seq2seq(results, task)
+        log(format_seq2seq(results, task))
         if args.task == "translate" and not args.no_plot:
             try:
                 results["alignment"] = str(draw_alignment(model, task, test, Path(args.out) / "alignment.png"))
-                print(f"alignment picture: {results['alignment']}")
+                log(f"alignment picture: {results['alignment']}")
             except ImportError:
-                print("no alignment picture: it needs matplotlib (pip install 'gnn-transformer[viz]')")
+                log("no alignment picture: it needs matplotlib (pip install 'gnn-transformer[viz]')")
         _write_results(args.out, results)
     barrier()
     shutdown()
@@ -237,9 +246,10 @@ def _left_out_accuracy(result: dict, lengths) -> tuple[int, int]:
     return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
 
 
-def _print_seq2seq(results: dict, task) -> None:
-    print(f"\n{results['task']}: {results['steps']} steps in {results['train_seconds']} s; "
-          f"{results['num_test']} held-out pairs (never trained on) decoded in {results['decode_seconds']} s")
+def format_seq2seq(results: dict, task) -> str:
+    """The report of a seq2seq run: steps, time and exact match of greedy and beam decoding."""
+    lines = [f"\n{results['task']}: {results['steps']} steps in {results['train_seconds']} s; "
+             f"{results['num_test']} held-out pairs (never trained on) decoded in {results['decode_seconds']} s"]
     for name in ("greedy", "beam"):
         result = results[name]
         label = name if name == "greedy" else f"beam (size {results['beam_size']}, alpha 0.6)"
@@ -248,7 +258,8 @@ def _print_seq2seq(results: dict, task) -> None:
             hits, total = _left_out_accuracy(result, task.left_out_lengths)
             line += (f"   (lengths {', '.join(map(str, task.left_out_lengths))}, left out of training: "
                      f"{hits}/{total} = {100 * hits / max(total, 1):.1f}%)")
-        print(line)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def draw_alignment(model, task, test, path: Path, example: int = 0) -> Path:
@@ -278,12 +289,12 @@ def draw_alignment(model, task, test, path: Path, example: int = 0) -> Path:
     return save(figure, path, dpi=80)
 
 
-def run_charlm(args) -> dict | None:
+def run_charlm(args, log: Callable[[str], None] = _silent) -> dict | None:
     """Train a decoder-only character model on Python's help texts; report held-out loss and a sample.
 
     The model reads sequences of ``sequence_length`` characters on the sliding-window causal graph
     (each character attends to the last ``attention_window`` ones): long positions at the cost
-    of short contexts, and the sample grows the same graph.
+    of short contexts, and the sample grows the same graph.  ``log`` receives the report as text.
     """
     process, hp = _setup(args)
     corpus = CharCorpus(python_help_text())
@@ -293,7 +304,7 @@ def run_charlm(args) -> dict | None:
                   "attention_window": hp["attention_window"]}
     length, window = hp["sequence_length"], hp["attention_window"]
     valid = LanguageModelExamples(corpus.test, length, attention_window=window)
-    trainer = _trainer(args, model, hp, process, run_config, eval_every=max(1, hp["steps"] // 5))
+    trainer = _trainer(args, model, hp, process, run_config, eval_every=max(1, hp["steps"] // 5), log=log)
     start = time.perf_counter()
     trainer.fit(LanguageModelExamples(corpus.train, length, stride=length // 2, attention_window=window),
                 evaluate=lambda t: {"valid_loss": evaluate_loss(t.model, valid, device=process.device)})
@@ -311,9 +322,9 @@ def run_charlm(args) -> dict | None:
         results = {"task": "charlm", "steps": trainer.step, "train_seconds": round(train_time, 1),
                    "valid_loss_nats_per_char": round(loss, 4), "valid_bits_per_char": round(loss / 0.693147, 3),
                    "sample": sample, "hyperparameters": hp}
-        print(f"\ncharlm: {trainer.step} steps in {results['train_seconds']} s; held-out loss "
-              f"{loss:.3f} nats/char ({results['valid_bits_per_char']} bits/char)")
-        print(f"sample (temperature 0.8, seed {args.seed}, prompt {prompt!r}):\n{sample}")
+        log(f"\ncharlm: {trainer.step} steps in {results['train_seconds']} s; held-out loss "
+            f"{loss:.3f} nats/char ({results['valid_bits_per_char']} bits/char)")
+        log(f"sample (temperature 0.8, seed {args.seed}, prompt {prompt!r}):\n{sample}")
         _write_results(args.out, results)
     barrier()
     shutdown()

@@ -87,7 +87,7 @@ class Trainer:
     """Train ``model`` (logits per target node from a collated batch) with Adam and the paper's schedule.
 
     Args:
-        model: a :class:`~gnn_transformer.GraphTransformerModel` or ``GraphDecoderModel`` (or any
+        model: a :class:`~gnn_transformer.GraphTransformerModel` or ``GraphSequenceModel`` (or any
             module mapping a collated batch to logits for its labelled nodes).
         config: the run's :class:`TrainConfig`.
         d_model: the width that sets the schedule (default: read from the model).

@@ -132,7 +132,7 @@ def graph_distance(edge_index: Tensor, graph: Tensor, num_nodes: int, directed: 
     :math:`j` to :math:`i` (either way round unless ``directed``), ``-1`` where none exists
     (or none of at most ``max_distance`` edges).  Costs an (N, N) breadth-first search.
     """
-    from ..analysis.paths import shortest_path_lengths
+    from ..graphs.distances import shortest_path_lengths
 
     if not directed:
         graph = torch.cat([graph, graph.flip(0)], dim=1)

@@ -189,7 +189,7 @@ def run_recurrent(model: nn.Module, tokens: Tensor) -> Tensor:
 
     ``model`` has ``hidden(data, cache=...)``, ``generator`` and a stack ``encoder`` (such as
     :class:`~gnn_transformer.variants.GraphVariantModel` or
-    :class:`~gnn_transformer.core.model.GraphDecoderModel`); step t feeds the t-th token of every
+    :class:`~gnn_transformer.core.model.GraphSequenceModel`); step t feeds the t-th token of every
     sequence at position t, with one :class:`RecurrentState` per layer and no edges.
     """
     from torch_geometric.data import Data

@@ -18,9 +18,10 @@ ALiBi / T5 biases      :func:`~gnn_transformer.variants.biases.alibi_bias`,     
 tied embeddings        output layer shares the token embedding                     per node
 =====================  ==========================================================  =================
 
-:class:`GraphVariantModel` puts them together in one encoder-only or decoder-only
-model; the layers themselves take the per-layer options (``norm``, ``gated``,
-``qk_transform``, ``attention_scale``) directly.
+:class:`GraphVariantModel` puts them together in one encoder-only or decoder-only model (a
+:class:`~gnn_transformer.core.model.GraphSequenceModel` with the variants' parts); the layers
+themselves take the per-layer options (``norm``, ``gated``, ``qk_transform``,
+``attention_scale``) directly.
 """
 from __future__ import annotations
 
@@ -29,14 +30,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..core.embedding import sinusoidal_encoding
+from ..core.embedding import SinusoidalPositionalEncoding
 from ..core.layers import GraphTransformerEncoderLayer
+from ..core.model import GraphSequenceModel
 from ..core.norms import make_norm
 from ..core.stacks import GraphTransformerEncoder
 from .biases import RelativePositionBias, alibi_bias
 
-__all__ = ["RotaryEmbedding", "LearnedPositionalEmbedding", "GraphVariantModel", "FEED_FORWARDS", "POSITIONS",
-           "feed_forward_options"]
+__all__ = ["RotaryEmbedding", "LearnedPositionalEmbedding", "ScaledEmbedding", "ALiBiBias", "GraphVariantModel",
+           "FEED_FORWARDS", "POSITIONS", "feed_forward_options"]
 
 # name -> (activation, gated)
 FEED_FORWARDS = {
@@ -120,23 +122,59 @@ class LearnedPositionalEmbedding(nn.Embedding):
         super().__init__(num_embeddings, embedding_dim, device=device, dtype=dtype)
         self.offset = offset
 
-    def forward(self, position: Tensor) -> Tensor:
+    def forward(self, position: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """The vectors of ``position``, in ``dtype`` if given (the table's otherwise)."""
         _check_positions(position)
         index = position + self.offset
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_embeddings):
             raise ValueError(f"positions must lie in [{-self.offset}, {self.num_embeddings - self.offset}) for this "
                              f"table of {self.num_embeddings} rows, got {int(position.min())} to {int(position.max())}")
-        return super().forward(index)
+        vectors = super().forward(index)  # (N, d_model)
+        return vectors if dtype is None else vectors.to(dtype)
 
 
-class GraphVariantModel(nn.Module):
+class ScaledEmbedding(nn.Embedding):
+    r"""A token embedding multiplied by a constant (:math:`\sqrt{d_\text{model}}` in the paper); the
+    parameter keeps ``nn.Embedding``'s name (``weight``)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, scale: float, device=None, dtype=None) -> None:
+        super().__init__(num_embeddings, embedding_dim, device=device, dtype=dtype)
+        self.scale = scale
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return super().forward(tokens) * self.scale  # (N, d_model)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale={self.scale:g}"
+
+
+class ALiBiBias(nn.Module):
+    """ALiBi's fixed bias as a part of a model: :func:`~gnn_transformer.variants.biases.alibi_bias` of every edge.
+
+    Shapes: edge_index (2, num_edges), position (N,) -> (num_edges, H).
+    """
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+
+    def forward(self, edge_index: Tensor, position: Tensor) -> Tensor:
+        return alibi_bias(edge_index, position, num_heads=self.num_heads)  # (num_edges, H)
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}"
+
+
+class GraphVariantModel(GraphSequenceModel):
     r"""An encoder-only or decoder-only model whose variant options are arguments.
 
-    Embeddings (optionally :math:`\times\sqrt{d_\text{model}}`), a position scheme, a stack of
-    :class:`GraphTransformerEncoderLayer` with the chosen norm and feed-forward, a final
-    norm for pre-norm stacks, and an output layer (tied to the embedding or not).  The graph
-    decides encoder (complete) or decoder (causal); a decoder with T5 biases wants
-    ``bidirectional=False``.
+    A :class:`~gnn_transformer.core.model.GraphSequenceModel` with the variants' parts:
+    embeddings (optionally :math:`\times\sqrt{d_\text{model}}`), a position scheme (absolute
+    positions added to the embeddings, rotary positions inside every attention, or a
+    relative bias per edge), a stack of :class:`GraphTransformerEncoderLayer` with the
+    chosen norm and feed-forward, a final norm for pre-norm stacks, and an output layer
+    (tied to the embedding or not).  The graph decides encoder (``graph=graphs.complete``) or
+    decoder (``graphs.causal``); a decoder with T5 biases wants ``bidirectional=False``.
 
     Args:
         vocab_size, d_model, nhead, num_layers, dim_feedforward, dropout: model sizes.
@@ -149,6 +187,7 @@ class GraphVariantModel(nn.Module):
         scale_embedding: multiply token embeddings by :math:`\sqrt{d_\text{model}}`.
         bias: biases in linear layers and LayerNorms.
         rotary_base, num_buckets, max_distance, bidirectional: parameters of the rotary and T5 schemes.
+        graph: the graph the model attends over, as in ``GraphSequenceModel`` (default: not declared).
 
     Input: a PyG ``Data`` (or batch) with ``x`` token ids, ``position`` and ``edge_index``
     (and optionally ``edge_bias``, added to the position biases).  Returns logits (N, vocab).
@@ -160,62 +199,33 @@ class GraphVariantModel(nn.Module):
                  tie_weights: bool = True, scale_embedding: bool = False, bias: bool = True,
                  layer_norm_eps: float = 1e-5, rotary_base: float = 10000.0, num_buckets: int = 32,
                  max_distance: int = 128, bidirectional: bool = True, backend: str = "reference",
-                 device=None, dtype=None) -> None:
-        super().__init__()
+                 device=None, dtype=None, graph=None) -> None:
         if positions not in POSITIONS:
             raise ValueError(f"positions should be one of {POSITIONS}, not {positions!r}")
         factory = {"device": device, "dtype": dtype}
-        self.d_model, self.nhead, self.positions = d_model, nhead, positions
-        self.norm_first, self.scale_embedding = norm_first, scale_embedding
         rotary = RotaryEmbedding(d_model // nhead, rotary_base) if positions == "rotary" else None
         layer = GraphTransformerEncoderLayer(
             d_model, nhead, dim_feedforward, dropout, layer_norm_eps=layer_norm_eps, norm_first=norm_first, bias=bias,
             **factory, **feed_forward_options(feed_forward), backend=backend, norm=norm, qk_transform=rotary,
         )
         final_norm = make_norm(norm, d_model, layer_norm_eps, bias, **factory) if norm_first else None
-        self.encoder = GraphTransformerEncoder(layer, num_layers, final_norm)
-        self.embed = nn.Embedding(vocab_size, d_model, **factory)
-        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
-        self.positional = LearnedPositionalEmbedding(max_positions, d_model, **factory) if positions == "learned" \
-            else None
-        self.relative_bias = RelativePositionBias(nhead, num_buckets, max_distance, bidirectional, **factory) \
-            if positions == "t5" else None
-        self.dropout = nn.Dropout(dropout)
-        self.generator = nn.Linear(d_model, vocab_size, bias=bias, **factory)
+        encoder = GraphTransformerEncoder(layer, num_layers, final_norm)
+        embed = ScaledEmbedding(vocab_size, d_model, math.sqrt(d_model), **factory) if scale_embedding \
+            else nn.Embedding(vocab_size, d_model, **factory)
+        nn.init.normal_(embed.weight, std=d_model ** -0.5)
+        positional = relative_bias = None
+        if positions == "learned":
+            positional = LearnedPositionalEmbedding(max_positions, d_model, **factory)
+        elif positions == "sinusoidal":
+            positional = SinusoidalPositionalEncoding(d_model)
+        elif positions == "t5":
+            relative_bias = RelativePositionBias(nhead, num_buckets, max_distance, bidirectional, **factory)
+        elif positions == "alibi":
+            relative_bias = ALiBiBias(nhead)
+        generator = nn.Linear(d_model, vocab_size, bias=bias, **factory)
         if tie_weights:
-            self.generator.weight = self.embed.weight
-
-    def embed_nodes(self, tokens: Tensor, position: Tensor) -> Tensor:
-        """Token embedding (scaled if asked) plus the absolute position scheme, (N, d_model)."""
-        x = self.embed(tokens)  # (N, d_model)
-        if self.scale_embedding:
-            x = x * math.sqrt(self.d_model)
-        if self.positions == "sinusoidal":
-            x = x + sinusoidal_encoding(position, self.d_model, dtype=x.dtype)
-        elif self.positions == "learned":
-            x = x + self.positional(position)
-        return self.dropout(x)
-
-    def edge_bias(self, edge_index: Tensor, position: Tensor, dtype: torch.dtype) -> Tensor | None:
-        """The relative position bias of every edge (ALiBi or T5), computed once for all layers."""
-        if self.positions == "alibi":
-            return alibi_bias(edge_index, position, num_heads=self.nhead).to(dtype)  # (num_edges, H)
-        if self.positions == "t5":
-            return self.relative_bias(edge_index, position)  # (num_edges, H)
-        return None
-
-    def hidden(self, data, return_attention_weights: bool = False, cache: list | None = None):
-        """Final hidden state of every node, (N, d_model); ``cache`` as in the stack's ``forward_graph``."""
-        missing = [key for key in ("x", "position", "edge_index") if key not in data]
-        if missing:
-            raise ValueError(f"data is missing {missing}; build it with gnn_transformer.graphs.sequence_data")
-        x = self.embed_nodes(data.x, data.position)
-        bias = self.edge_bias(data.edge_index, data.position, x.dtype)
-        if "edge_bias" in data:
-            bias = data.edge_bias if bias is None else bias + data.edge_bias
-        return self.encoder.forward_graph(x, data.edge_index, bias, return_attention_weights,
-                                          position=data.position, cache=cache)
-
-    def forward(self, data) -> Tensor:
-        """Logits per node, (N, vocab_size)."""
-        return self.generator(self.hidden(data))
+            generator.weight = embed.weight
+        super().__init__(embed, encoder, generator, graph=graph, positional=positional, relative_bias=relative_bias,
+                         dropout=dropout)
+        self.d_model, self.nhead, self.positions = d_model, nhead, positions
+        self.norm_first, self.scale_embedding = norm_first, scale_embedding

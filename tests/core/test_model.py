@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from gnn_transformer import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel, graphs
+from gnn_transformer import GraphDecoderModel, GraphEncoderModel, GraphSequenceModel, GraphTransformerModel, graphs
+from gnn_transformer.core.model import paper_parts
 from gnn_transformer.core.embedding import sinusoidal_encoding
 from gnn_transformer.testing import compare_functions
 from gnn_transformer.testing.dense_models import DenseSingleStackModel, DenseTransformerModel, sinusoidal_table
@@ -51,7 +52,7 @@ def test_single_stack_models_match_dense_reference(model_class, causal, tie_weig
     reference = DenseSingleStackModel(model, causal=causal)
     tokens = ragged_tokens([4, 1, 6], 11, generator)
     lengths = torch.tensor([4, 1, 6])
-    data = Batch.from_data_list([graphs.sequence_data(t, model_class.graph) for t in tokens])
+    data = Batch.from_data_list([graphs.sequence_data(t, model.graph) for t in tokens])  # the model's own graph
     report = compare_functions(
         lambda: graphs.to_padded(model(data), lengths), model,
         lambda: reference(padded(tokens), lengths) * (~graphs.padding_mask(lengths)).unsqueeze(-1), reference, [])
@@ -95,3 +96,65 @@ def test_bad_inputs():
     del data.position
     with pytest.raises(ValueError, match=r"data is missing \['position'\]"):
         GraphEncoderModel(5, num_layers=1, **SMALL)(data)
+
+
+# One model from parts: GraphEncoderModel / GraphDecoderModel are the paper's parts on a graph.
+
+
+@pytest.mark.parametrize("model_class, builder, causal", [(GraphEncoderModel, graphs.complete, False),
+                                                          (GraphDecoderModel, graphs.causal, True)])
+def test_the_graph_is_a_part_of_the_model_not_a_class_tag(model_class, builder, causal):
+    model = model_class(9, num_layers=1, **SMALL)
+    assert isinstance(model, GraphSequenceModel) and not hasattr(model_class, "graph")
+    assert model.graph.name == builder.__name__ and model.graph.causal is causal
+    lengths = [3, 1, 4]
+    assert torch.equal(model.graph_for(lengths), builder(lengths))
+
+
+def test_single_stack_keeps_torchs_keys_and_loads_into_the_one_model_built_from_parts():
+    """GraphDecoderModel's checkpoints: the stack has torch.nn.TransformerEncoder's keys, and the state
+    loads (strict) into a GraphSequenceModel assembled from paper_parts, which computes the same."""
+    old = GraphDecoderModel(9, num_layers=2, tie_weights=True, **SMALL).eval()
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32)
+    torch_keys = torch.nn.TransformerEncoder(layer, 2, torch.nn.LayerNorm(16), enable_nested_tensor=False).state_dict()
+    assert set(old.state_dict()) == {"embed.embedding.weight", "generator.weight", "generator.bias",
+                                     *(f"encoder.{key}" for key in torch_keys)}
+    parts = paper_parts(9, num_layers=2, tie_weights=True, **SMALL)
+    new = GraphSequenceModel(**parts, graph=graphs.causal).eval()
+    new.load_state_dict(old.state_dict(), strict=True)
+    assert new.generator.weight is new.embed.embedding.weight  # the tie survives loading
+    data = graphs.sequence_data(torch.tensor([1, 5, 2, 8]), new.graph)
+    assert torch.equal(new(data), old(data))
+
+
+def test_models_call_their_stacks_so_that_hooks_fire():
+    seen = []
+    single = GraphEncoderModel(9, num_layers=1, **SMALL)
+    single.encoder.register_forward_hook(lambda module, inputs, output: seen.append("single"))
+    single(graphs.sequence_data(torch.tensor([1, 2, 3])))
+    pair = GraphTransformerModel(9, num_encoder_layers=1, num_decoder_layers=1, **SMALL)
+    for name in ("encoder", "decoder"):
+        getattr(pair.transformer, name).register_forward_hook(lambda module, inputs, output, n=name: seen.append(n))
+    pair(graphs.seq2seq_batch([torch.tensor([1, 2])], [torch.tensor([3, 4, 5])]))
+    assert seen == ["single", "encoder", "decoder"]
+
+
+def test_a_pattern_as_the_models_graph():
+    window = graphs.sequence_graph("window", radius=1, causal=True)
+    model = GraphSequenceModel(**paper_parts(9, num_layers=2, **SMALL), graph=window).eval()
+    assert repr(model.graph) == "window(radius=1, causal=True)" and model.graph.causal is True
+    tokens = torch.tensor([4, 1, 7, 2, 2])
+    data = graphs.sequence_data(tokens, model.graph)
+    assert torch.equal(data.edge_index, graphs.causal([5], window=2))  # radius 1, causal: itself and one before
+    changed = tokens.clone()
+    changed[0] = 8  # the last token is 4 hops away and 2 layers reach 2 hops: it cannot see the change
+    assert torch.equal(model(data)[-1], model(graphs.sequence_data(changed, model.graph))[-1])
+
+
+def test_a_model_without_a_graph_says_so():
+    model = GraphSequenceModel(**paper_parts(9, num_layers=1, **SMALL))
+    assert model.graph is None
+    with pytest.raises(ValueError, match="built without a graph"):
+        model.graph_for([3])
+    with pytest.raises(TypeError, match="graph must be a SequenceGraph"):
+        GraphSequenceModel(**paper_parts(9, num_layers=1, **SMALL), graph=3)

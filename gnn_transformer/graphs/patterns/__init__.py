@@ -27,11 +27,17 @@ builder                 pattern                               edges per query
 
 Stacks and models take one edge set for all layers or a list with one per layer
 (for example ``[strided(lengths, 4, part="local"), strided(lengths, 4, part="strided")] * 3``).
+
+:mod:`~gnn_transformer.graphs.patterns.registry` holds them all by name with their options
+(:data:`PATTERNS`, :func:`build_pattern`), for the command line and the explorer, and turns
+one into a model's graph part (:func:`sequence_graph`, :class:`SequenceGraph`).
 """
-from . import grid, sequence, user
+from . import grid, registry, sequence, user
 from ._build import restrict_causal, union
 from .grid import *  # noqa: F401,F403 -- each module lists its builders in __all__
 from .sequence import *  # noqa: F401,F403
 from .user import *  # noqa: F401,F403
+from .registry import (OPTIONS, PATTERNS, Option, Pattern, PatternSpec, SequenceGraph, as_sequence_graph,
+                       build_pattern, pattern_options, pattern_spec, sequence_graph)
 
-__all__ = [*sequence.__all__, *grid.__all__, *user.__all__, "union", "restrict_causal"]
+__all__ = [*sequence.__all__, *grid.__all__, *user.__all__, "union", "restrict_causal", *registry.__all__]
