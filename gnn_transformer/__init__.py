@@ -72,6 +72,30 @@ on its code path (``norm_first``, the decoder's causal-mask detection), the erro
 instance of each class torch raises there.  Graph-native inputs (``edge_index``,
 ``edge_bias``), which torch does not have, raise plain ``ValueError``/``TypeError``.
 
+**Do forward hooks fire as in torch?**  Yes.  Every submodule is called through its
+``__call__`` in both calls, so forward hooks and pre-hooks (and the tools built on them:
+activation patching, captum, attention readers) see torch's module tree: for a module
+converted with ``from_torch``, the set of submodules whose hooks fire and the outputs they
+receive are torch's (``self_attn`` returns ``(attn_output, None)`` inside a layer; ``out_proj``
+is applied functionally, as torch does, so its hook fires in neither).  The torch-style call
+of a layer keeps torch's padded layout for the per-node operations and converts the masks to
+a graph once per stack call.  To observe the per-edge tensors of one attention (q, k, v,
+weights, aggregation), use :meth:`GraphMultiheadAttention.register_attention_hook`.
+
+**Empty batches, zero-length sequences, no edges?**  Return torch's shapes (e.g. a
+(5, 0, 8) input gives a (5, 0, 8) output) in both calls; a target without edges gets a zero
+attention output; dtype mixes that torch accepts are accepted and computed as torch does.
+
+**Is a graph checked on every call?**  No: once.  A plain ``edge_index`` is checked at the
+outermost call (shape, dtype, range) and turned into a :class:`PreparedGraph`, which every
+inner layer trusts; a prepared graph is checked when it is built.  Given prepared graphs, the
+layers, stacks and models read no tensor value on the host (no synchronisation) and
+``torch.compile`` traces them without graph breaks.
+
+**Which graph does a model use?**  The one it was built with: a part of the model
+(``model.graph``; ``model.graph_for(lengths)`` builds it), not a class attribute.  Encoder-only
+and decoder-only models are one :class:`GraphSequenceModel` on the complete or the causal graph.
+
 **Which backend computes attention?**  ``backend="reference"`` (the default) is PyG
 message passing, the literal definition.  ``"chunked"`` (torch, chunks of target nodes,
 for CPU) and ``"fused"`` (Triton kernels on block-sparse tiles, for CUDA) compute the same
