@@ -212,7 +212,7 @@ def assert_compiled_equals_eager(case: str, backend: str, compiler: str) -> None
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["graph_attention", "encoder_layer", pytest.param("decoder_layer", marks=pytest.mark.slow),
-                                  pytest.param("model", marks=pytest.mark.slow)])
+                                  "model"])
 def test_compiled_graph_equals_eager(case, backend):
     """One graph (``fullgraph=True``: a break is an error), with AOT autograd's backward, run op by op (``aot_eager``)."""
     assert_compiled_equals_eager(case, backend, "aot_eager")
