@@ -14,6 +14,12 @@ r"""Attention backends: the same exact attention computed four ways, chosen in o
 :class:`~gnn_transformer.backends.prepared.PreparedGraph` (CSR and block-sparse tiles), made
 here from a plain ``edge_index`` when one is given.  Inputs are checked by the callers, at the
 library's boundary; nothing here validates again.
+
+Modules depend one way: ``validation`` <- ``prepared`` <- ``reference``, ``chunked``,
+``fused`` <- this dispatch.  A graph prepared for a backend
+(``prepare_graph(edge_index, S, T, backend=..., num_heads=H, head_dim=C)``) carries all that
+backend needs, so that, for ``"reference"`` and ``"chunked"``, a forward and backward on it
+make no host synchronisation and compile without graph breaks.
 """
 from __future__ import annotations
 
@@ -23,8 +29,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .chunked import chunked_graph_attention
-from .prepared import PreparedGraph, prepare_graph
+from .chunked import chunked_graph_attention, prepare_chunked
+from .prepared import PreparedGraph, preparation, prepare_graph
 from .reference import GraphAttentionPropagation, edge_softmax
 
 __all__ = ["run_backend", "available_backends", "check_backend", "select_backend", "PreparedGraph", "prepare_graph",
@@ -50,6 +56,14 @@ def _fused_backend(q, k, v, graph, edge_bias, scale, dropout_p, need_weights):
 _BACKENDS: dict[str, Callable] = {"reference": _reference_backend, "chunked": chunked_graph_attention}
 if TRITON_AVAILABLE:
     _BACKENDS["fused"] = _fused_backend
+
+
+@preparation("auto")
+def _prepare_auto(graph: PreparedGraph, num_heads: int | None, head_dim: int | None) -> None:
+    """What ``"auto"`` may pick: the chunked backend's needs, and on CUDA (with Triton) the fused one's."""
+    prepare_chunked(graph, num_heads, head_dim)
+    if graph.device.type == "cuda" and "fused" in _BACKENDS:
+        graph.prepare("fused")
 
 
 def available_backends() -> list[str]:
@@ -87,8 +101,8 @@ def run_backend(q: Tensor, k: Tensor, v: Tensor, graph: Tensor | PreparedGraph, 
     Returns the output (T, H, Cv) and the weights (num_edges, H) (``None`` for the fast
     backends unless ``need_weights``).  ``edge_bias`` is (num_edges, H or 1) or ``None``.
     """
-    if backend != "reference" and not isinstance(graph, PreparedGraph):
-        graph = PreparedGraph(graph, k.size(0), q.size(0))  # paid on every call: pass a PreparedGraph to pay once
+    if backend != "reference" and not isinstance(graph, PreparedGraph):  # checked by the caller: not again
+        graph = PreparedGraph.from_checked(graph, k.size(0), q.size(0))  # paid on every call: prepare once instead
     if backend == "auto":
         backend = select_backend(q, graph)
     return _BACKENDS[backend](q, k, v, graph, edge_bias, scale, dropout_p, need_weights)

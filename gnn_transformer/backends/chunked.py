@@ -16,19 +16,30 @@ Per chunk the forward computes the log-sum-exp :math:`L_i = \log \sum_{j \to i} 
 recomputes each chunk (:math:`ds_{ij} = p_{ij}(do_i \cdot v_j - do_i \cdot o_i)`), so
 per-edge, per-feature tensors exist for one chunk at a time, never for the whole graph.
 Attention weights, when asked for, come from a second, non-differentiable pass.
-Dropout draws each chunk's mask from a generator seeded by (call seed, chunk index), so
-forward, backward and weights drop the same edges.
+
+Dropout keeps the pair ``j -> i`` for head ``h`` when a counter-based hash of (call seed,
+``i``, ``j``, ``h``) clears the dropout probability (:func:`dropout_keep`): forward,
+backward and weights recompute the same mask from the seed, whatever the chunk, and the
+seed is a device tensor drawn from torch's generator, so no value is read back to the
+host.  (Repeated copies of one edge share their draw.)
+
+The chunk plan is made from the CSR on the host once per graph and head configuration
+and kept on the graph (:func:`chunk_plan`); a graph prepared with
+``prepare_graph(..., backend="chunked", num_heads=H, head_dim=C)`` has it already, so a
+forward and backward on it make no host synchronisation and, under ``torch.compile``, no
+graph break (every chunk bound is a Python int).
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .prepared import PreparedGraph
+from .prepared import PreparedGraph, preparation
 
-__all__ = ["chunked_graph_attention", "Chunk", "plan_chunks", "chunk_plan"]
+__all__ = ["chunked_graph_attention", "Chunk", "plan_chunks", "chunk_plan", "prepare_chunked", "dropout_keep"]
 
 MAX_ELEMENTS = 2**22  # per-chunk budget of (edges or pairs) x heads x features
 
@@ -71,7 +82,7 @@ def plan_chunks(graph: PreparedGraph, num_heads: int, head_dim: int,
     """
     max_elements = MAX_ELEMENTS if max_elements is None else max_elements
     csr = graph.csr
-    ptr = csr.ptr.tolist()
+    ptr = csr.ptr.tolist()  # the plan is made on the host, once: bisect on this list, never on the device
     low, high = _source_bounds(csr, graph.num_targets)
     dense_edges = max(1, max_elements // num_heads)
     gather_edges = max(1, max_elements // (num_heads * head_dim))
@@ -85,7 +96,7 @@ def plan_chunks(graph: PreparedGraph, num_heads: int, head_dim: int,
         """Runs of targets with at most ``max_edges`` edges (or one target)."""
         starts, start = [], t0
         while start < t1:
-            end = max(start + 1, int(torch.searchsorted(csr.ptr, ptr[start] + max_edges, right=True)) - 1)
+            end = max(start + 1, bisect.bisect_right(ptr, ptr[start] + max_edges) - 1)
             starts.append((start, min(end, t1)))
             start = min(end, t1)
         return starts
@@ -97,7 +108,7 @@ def plan_chunks(graph: PreparedGraph, num_heads: int, head_dim: int,
         if 4 * (ptr[t1] - ptr[t0]) >= area and not csr.has_duplicates:
             chunks.append((t0, t1, s0, s1, True))
             continue
-        middle = int(torch.searchsorted(csr.ptr, (ptr[t0] + ptr[t1]) // 2, right=True)) - 1
+        middle = bisect.bisect_right(ptr, (ptr[t0] + ptr[t1]) // 2) - 1
         middle = min(max(middle, t0 + 1), t1 - 1)
         if t1 - t0 > 1 and not csr.has_duplicates and block(t0, middle)[0] + block(middle, t1)[0] <= 0.75 * area:
             pending += [(middle, t1), (t0, middle)]  # halving shrinks the blocks: block-diagonal structure
@@ -114,13 +125,15 @@ class _ChunkMath:
         self.chunk, self.scale, self.work = chunk, scale, work
         c = chunk
         self.rows = torch.repeat_interleave(torch.arange(c.t1 - c.t0, device=q.device),
-                                            csr.ptr[c.t0 + 1:c.t1 + 1] - csr.ptr[c.t0:c.t1])  # (Ec,) local targets
+                                            csr.ptr[c.t0 + 1:c.t1 + 1] - csr.ptr[c.t0:c.t1],
+                                            output_size=c.e1 - c.e0)  # (Ec,) local targets; sized: no sync
         self.cols = csr.col[c.e0:c.e1]  # (Ec,) sources
         self.edge_ids = csr.perm[c.e0:c.e1] if csr.perm is not None else torch.arange(c.e0, c.e1, device=q.device)
         self.q = q[c.t0:c.t1].to(work)  # (Tc, H, C)
         self.k = (k[c.s0:c.s1] if c.dense else k[self.cols]).to(work)  # (Sr, H, C) or (Ec, H, C)
         self.bias = None if bias is None else bias[self.edge_ids].to(work)  # (Ec, H or 1)
-        self.dropout_p, self.seed = dropout_p, seed
+        self.dropout_p, self.seed, self.num_sources = dropout_p, seed, graph.num_sources
+        self.num_keys = graph.num_targets * graph.num_sources * q.size(1)  # dropout keys (target, source, head)
 
     def scores(self) -> Tensor:
         """Dense: (H, Tc, Sr) with -inf off the edges; gather: (Ec, H)."""
@@ -153,23 +166,88 @@ class _ChunkMath:
     def probabilities(self, s: Tensor, lse: Tensor) -> tuple[Tensor, Tensor | None]:
         """Softmax weights ``p`` and the dropout mask scaled by 1 / (1 - dropout_p) (``None``: no dropout).
 
-        The mask is drawn from a generator seeded by (call seed, chunk index): the same in every pass.
+        The mask is a function of (seed, target, source, head) (:func:`dropout_keep`): the same in every pass.
         """
         p = (s - lse.t()[..., None]).exp() if self.chunk.dense else (s - lse[self.rows]).exp()
         if self.dropout_p == 0.0:
             return p, None
-        generator = torch.Generator(device=p.device).manual_seed(self.seed + 7919 * self.chunk.index)
-        draw = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
-        return p, (draw >= self.dropout_p).to(p.dtype) / (1.0 - self.dropout_p)
+        c, num_heads = self.chunk, p.size(0 if self.chunk.dense else 1)
+        heads, full = torch.arange(num_heads, device=p.device), c.dense and c.e1 - c.e0 == p.size(1) * p.size(2)
+        if full:  # every pair of the block is an edge: draw over the block, (H, Tc, Sr)
+            pair = (torch.arange(c.t0, c.t1, device=p.device)[:, None] * self.num_sources
+                    + torch.arange(c.s0, c.s1, device=p.device)[None, :])  # (Tc, Sr)
+            keep = dropout_keep(self.seed, pair * num_heads + heads[:, None, None], self.dropout_p, self.num_keys)
+        else:  # draw at the edges only, (Ec, H)
+            pair = (c.t0 + self.rows) * self.num_sources + self.cols  # (Ec,)
+            keep = dropout_keep(self.seed, pair[:, None] * num_heads + heads, self.dropout_p, self.num_keys)
+            if c.dense:  # into the block; pairs that are not edges have p = 0 anyway
+                block = keep.new_zeros(num_heads, p.size(1) * p.size(2))
+                block[:, self.rows * p.size(2) + (self.cols - c.s0)] = keep.t()
+                keep = block.view_as(p)
+        return p, keep.to(p.dtype) / (1.0 - self.dropout_p)
 
     def on_edges(self, dense: Tensor) -> Tensor:
         """(Ec, H) values of a dense (H, Tc, Sr) tensor at the chunk's edges."""
         return dense[:, self.rows, self.cols - self.chunk.s0].t()
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A 32-bit avalanche hash, a bijection of [0, 2**32) (hash-prospector's ``16 21f0aaad 15 735a2d97 15``).
+
+    Both multipliers are below 2**31, so ``x * c`` of an ``x`` below 2**32 stays below 2**63:
+    exact in int64 (no overflow), then reduced mod 2**32.
+    """
+    x = ((x ^ (x >> 16)) * 0x21F0AAAD) & _MASK32
+    x = ((x ^ (x >> 15)) * 0x735A2D97) & _MASK32
+    return x ^ (x >> 15)
+
+
+def dropout_keep(seed: Tensor, key: Tensor, dropout_p: float, num_keys: int = 2**63) -> Tensor:
+    r"""Which entries dropout keeps: a counter-based draw per ``key``, no generator state.
+
+    .. math:: h = \text{mix}_{32}(\text{mix}_{32}(\text{lo}(key) \oplus s_0) \oplus \text{hi}(key)
+              \oplus s_1), \qquad \text{keep} = h \ge \lfloor p \cdot 2^{32} \rceil
+
+    so each entry is kept with probability :math:`1 - p` (to :math:`2^{-32}`), distinct keys
+    draw as if independently (two rounds of an avalanche hash; one round leaves correlations
+    of about 0.002 between neighbouring keys), and the same key gives the same answer in
+    forward, backward and the weights pass.  About twenty int64 operations per entry: in
+    eager mode on a CPU a few times the cost of ``torch.rand`` (the price of drawing without
+    generator state on the host).
+
+    Args:
+        seed: (2,) int64 tensor of two words in [0, 2**32) (drawn per call from torch's generator).
+        key: int64 tensor of non-negative keys (here ``(target * S + source) * H + head``).
+        dropout_p: the dropout probability.
+        num_keys: a bound on the keys (a Python int, ``T * S * H`` here); below 2**32 ``hi(key)`` is 0.
+
+    Returns:
+        a bool tensor shaped like ``key``.
+    """
+    if num_keys <= 2**32:
+        h = _mix32(_mix32(key ^ seed[0]) ^ seed[1])
+    else:
+        h = _mix32(_mix32((key & _MASK32) ^ seed[0]) ^ (key >> 32) ^ seed[1])
+    return h >= round(dropout_p * 2**32)
+
+
 def chunk_plan(graph: PreparedGraph, num_heads: int, head_dim: int) -> list[Chunk]:
     """The chunks of ``graph`` for this many heads and this head size (planned once, kept on the graph)."""
     return graph.derived(("chunks", num_heads, head_dim), lambda: plan_chunks(graph, num_heads, head_dim))
+
+
+@preparation("chunked")
+def prepare_chunked(graph: PreparedGraph, num_heads: int | None = None, head_dim: int | None = None) -> None:
+    """What the chunked backend needs on ``graph``: the CSR, and the chunk plan for ``num_heads`` x ``head_dim``.
+
+    ``head_dim`` is the larger of the key and value head sizes, as :func:`chunked_graph_attention` plans.
+    """
+    graph.csr  # noqa: B018 -- built and kept on the graph
+    if num_heads is not None:
+        chunk_plan(graph, num_heads, head_dim)
 
 
 def _plan(graph: PreparedGraph, q: Tensor, v: Tensor) -> list[Chunk]:
@@ -232,17 +310,17 @@ def _backward(q, k, v, bias, out, lse, grad_out, graph, scale, dropout_p, seed, 
 
 class _ChunkedGraphAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, bias, graph: PreparedGraph, scale: float, dropout_p: float, seed: int):
+    def forward(ctx, q, k, v, bias, graph: PreparedGraph, scale: float, dropout_p: float, seed: Tensor | None):
         out, lse = _forward(q, k, v, bias, graph, scale, dropout_p, seed)
-        ctx.save_for_backward(q, k, v, bias, out, lse)
-        ctx.graph, ctx.scale, ctx.dropout_p, ctx.seed = graph, scale, dropout_p, seed
+        ctx.save_for_backward(q, k, v, bias, out, lse, seed)
+        ctx.graph, ctx.scale, ctx.dropout_p = graph, scale, dropout_p
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, grad_out, _grad_lse):
-        q, k, v, bias, out, lse = ctx.saved_tensors
-        grads = _backward(q, k, v, bias, out, lse, grad_out, ctx.graph, ctx.scale, ctx.dropout_p, ctx.seed,
+        q, k, v, bias, out, lse, seed = ctx.saved_tensors
+        grads = _backward(q, k, v, bias, out, lse, grad_out, ctx.graph, ctx.scale, ctx.dropout_p, seed,
                           bias_grad=bias is not None and ctx.needs_input_grad[3])
         return (*grads, None, None, None, None)
 
@@ -264,9 +342,11 @@ def chunked_graph_attention(q: Tensor, k: Tensor, v: Tensor, graph: PreparedGrap
     """Graph attention chunk by chunk; returns (out (T, H, Cv), weights (num_edges, H) or ``None``).
 
     ``edge_bias`` is (num_edges, H) or (num_edges, 1) in the user's edge order; ``weights``
-    are detached (a second pass from the saved log-sum-exp).
+    are detached (a second pass from the saved log-sum-exp).  No host synchronisation when
+    ``graph`` carries the chunk plan for these heads (:func:`prepare_chunked`); the dropout
+    seed stays on the device.
     """
-    seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0.0 else 0
+    seed = torch.randint(0, 2**32, (2,), device=q.device) if dropout_p > 0.0 else None  # (2,) words of the hash
     out, lse = _ChunkedGraphAttention.apply(q, k, v, edge_bias, graph, scale, dropout_p, seed)
     weights = None
     if need_weights:

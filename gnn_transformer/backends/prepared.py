@@ -35,9 +35,35 @@ from torch import Tensor
 
 from .validation import check_edge_index
 
-__all__ = ["PreparedGraph", "prepare_graph", "CSRLayout", "TileLayout"]
+__all__ = ["PreparedGraph", "prepare_graph", "preparation", "CSRLayout", "TileLayout"]
 
 INT32_MAX = 2**31 - 1
+
+Preparation = Callable[["PreparedGraph", "int | None", "int | None"], None]
+PREPARATIONS: dict[str, Preparation] = {}
+
+
+def preparation(backend: str) -> Callable[[Preparation], Preparation]:
+    """Register what a graph prepared for ``backend`` builds: ``prepare(graph, num_heads, head_dim)``.
+
+    Used as a decorator by each backend module; :meth:`PreparedGraph.prepare` runs it.
+    """
+    def register(prepare: Preparation) -> Preparation:
+        PREPARATIONS[backend] = prepare
+        return prepare
+
+    return register
+
+
+@preparation("reference")
+def _prepare_reference(graph: "PreparedGraph", num_heads: int | None, head_dim: int | None) -> None:
+    """Nothing: the reference backend runs on the edge index itself."""
+
+
+@preparation("fused")
+def _prepare_fused(graph: "PreparedGraph", num_heads: int | None, head_dim: int | None) -> None:
+    graph.tiles  # noqa: B018 -- built and kept on the graph
+    graph.tile_edge_ids  # noqa: B018
 
 
 @dataclass
@@ -217,7 +243,8 @@ def _check_block_size(block_size) -> tuple[int, int]:
 class PreparedGraph:
     """An edge index with its node counts and the layouts the fast backends run on.
 
-    Build with :func:`prepare_graph`.  Layouts are built on first use, on the graph's
+    Build with :func:`prepare_graph`.  The edge index is validated here, once, and trusted
+    afterwards.  Layouts are built on first use (or by :meth:`prepare`), on the graph's
     device, and their wall time is recorded in ``timings_ms`` (``"csr"``, ``"tiles"``);
     :meth:`structure_bytes` counts what they hold (the user's ``edge_index`` excluded).
 
@@ -235,15 +262,52 @@ class PreparedGraph:
         check_edge_index(edge_index, num_sources=num_sources, num_targets=num_targets)
         if edge_index.size(1) > INT32_MAX:
             raise ValueError(f"a prepared graph holds at most {INT32_MAX} edges, got {edge_index.size(1)}")
+        self._setup(edge_index, num_sources, num_targets, _check_block_size(block_size))
+
+    @classmethod
+    def from_checked(cls, edge_index: Tensor, num_sources: int, num_targets: int, *,
+                     block_size: int | tuple[int, int] = (64, 64)) -> "PreparedGraph":
+        """Wrap an edge index that the caller has already validated (no second check, no host sync).
+
+        For the library's own boundary functions, which check a plain ``edge_index`` once
+        (:func:`~gnn_transformer.backends.validation.check_edge_index`) and then prepare it.
+        """
+        graph = cls.__new__(cls)
+        graph._setup(edge_index, num_sources, num_targets, _check_block_size(block_size))
+        return graph
+
+    def _setup(self, edge_index: Tensor, num_sources: int, num_targets: int, block_size: tuple[int, int]) -> None:
         self.edge_index = edge_index.long()
         self.num_sources = int(num_sources)
         self.num_targets = int(num_targets)
-        self.block_size = _check_block_size(block_size)
+        self.block_size = block_size
         self.timings_ms: dict[str, float] = {}
         self._csr: CSRLayout | None = None
         self._tiles: TileLayout | None = None
         self._tile_edge_ids: Tensor | None = None
         self._derived: dict = {}
+        self.prepared_for: set[str] = set()
+
+    def prepare(self, backend: str, num_heads: int | None = None, head_dim: int | None = None) -> "PreparedGraph":
+        """Build now everything ``backend`` needs on this graph (see the module docstring); returns ``self``.
+
+        Args:
+            backend: ``"reference"``, ``"chunked"``, ``"fused"`` or ``"auto"``.
+            num_heads: attention heads H of the calls to come (the chunk plan depends on it).
+            head_dim: head size C of those calls (the larger of the key and value head sizes).
+
+        Idempotent: layouts and plans already built are kept.
+        """
+        if backend not in PREPARATIONS:
+            raise ValueError(f"cannot prepare a graph for backend {backend!r}; known: {sorted(PREPARATIONS)}")
+        if (num_heads is None) != (head_dim is None):
+            raise ValueError(f"give num_heads and head_dim together (the chunk plan needs both), got "
+                             f"num_heads={num_heads} and head_dim={head_dim}")
+        if num_heads is not None and (num_heads <= 0 or head_dim <= 0):
+            raise ValueError(f"num_heads and head_dim must be positive, got {num_heads} and {head_dim}")
+        PREPARATIONS[backend](self, num_heads, head_dim)
+        self.prepared_for.add(backend)
+        return self
 
     @property
     def num_edges(self) -> int:
@@ -317,12 +381,15 @@ class PreparedGraph:
 
     def __repr__(self) -> str:
         built = [name for name, layout in (("csr", self._csr), ("tiles", self._tiles)) if layout is not None]
+        prepared = f", prepared_for={sorted(self.prepared_for)}" if self.prepared_for else ""
         return (f"PreparedGraph(num_edges={self.num_edges}, num_sources={self.num_sources}, "
-                f"num_targets={self.num_targets}, block_size={self.block_size}, built={built})")
+                f"num_targets={self.num_targets}, block_size={self.block_size}, built={built}{prepared})")
 
 
 def prepare_graph(edge_index: Tensor, num_sources: int, num_targets: int | None = None, *,
-                  block_size: int | tuple[int, int] = (64, 64), layouts: tuple[str, ...] = ()) -> PreparedGraph:
+                  block_size: int | tuple[int, int] = (64, 64), layouts: tuple[str, ...] = (),
+                  backend: str | None = None, num_heads: int | None = None,
+                  head_dim: int | None = None) -> PreparedGraph:
     """Prepare ``edge_index`` once for every layer that attends along it.
 
     Args:
@@ -332,6 +399,9 @@ def prepare_graph(edge_index: Tensor, num_sources: int, num_targets: int | None 
         block_size: tile size of the ``"fused"`` layout.
         layouts: layouts to build now (``"csr"``, ``"tiles"``, ``"tile_edge_ids"``) so that their
             time is spent (and recorded in ``timings_ms``) here rather than in the first call.
+        backend: build now everything this backend needs (:meth:`PreparedGraph.prepare`), so
+            that calls on the graph make no host sync and, compiled, no graph break.
+        num_heads, head_dim: heads and head size of the calls to come (for the chunk plan).
 
     Returns:
         a :class:`PreparedGraph`, accepted wherever an ``edge_index`` is.
@@ -341,4 +411,8 @@ def prepare_graph(edge_index: Tensor, num_sources: int, num_targets: int | None 
         if name not in ("csr", "tiles", "tile_edge_ids"):
             raise ValueError(f"unknown layout {name!r}; choose from 'csr', 'tiles', 'tile_edge_ids'")
         getattr(graph, name)
+    if backend is not None:
+        graph.prepare(backend, num_heads, head_dim)
+    elif num_heads is not None or head_dim is not None:
+        raise ValueError("num_heads and head_dim say what to prepare for a backend: give backend= as well")
     return graph

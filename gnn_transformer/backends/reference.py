@@ -5,6 +5,12 @@ and its exact, max-stabilised softmax over the incoming edges of the target; ``m
 weights the source's value; the ``"sum"`` aggregation adds the messages at each target.
 It keeps (num_edges, H, C) tensors for the backward pass: exact and literal, not fast.
 Every other backend is checked against it.
+
+It needs nothing prepared and reads nothing back to the host: the sizes are passed to
+``propagate`` (no inference from the edges), the softmax's max and sum are scatters, and
+dropout is ``F.dropout``.  Under ``torch.compile`` PyG's ``MessagePassing`` drops its own
+index checks (``torch_geometric.is_compiling()``: a plain ``index_select``), so a compiled
+call compiles into one graph; the edges were checked once at the library's boundary.
 """
 from __future__ import annotations
 

@@ -7,11 +7,28 @@ from torch import Tensor
 from ..errors import FeatureSizeError, NumHeadsError, ShapeError
 
 
-def check_edge_index(edge_index, num_sources: int, num_targets: int, name: str = "edge_index") -> None:
-    """Check shape, dtype and range of an edge index (row 0 sources, row 1 targets), or a prepared graph's counts."""
-    from .prepared import PreparedGraph  # prepared.py uses this module
+def is_prepared(graph) -> bool:
+    """Whether ``graph`` is a prepared graph (duck-typed: validated when built, so trusted here).
 
-    if isinstance(edge_index, PreparedGraph):
+    Anything that is not a tensor and carries ``edge_index``, ``num_sources`` and ``num_targets``
+    counts (:class:`~gnn_transformer.backends.prepared.PreparedGraph` is one); checking by
+    attributes keeps this module free of imports from the rest of ``backends/``.
+    """
+    return not isinstance(graph, Tensor) and all(hasattr(graph, name) for name in _PREPARED_ATTRIBUTES)
+
+
+_PREPARED_ATTRIBUTES = ("edge_index", "num_sources", "num_targets")
+
+
+def check_edge_index(edge_index, num_sources: int, num_targets: int, name: str = "edge_index") -> None:
+    """Check shape, dtype and range of an edge index (row 0 sources, row 1 targets), or a prepared graph's counts.
+
+    A prepared graph was checked when it was built: only its node counts are compared
+    here (Python ints, no host synchronisation).  A plain edge index costs one host read
+    for its range check in eager mode; under ``torch.compile`` the range check is an
+    asynchronous device assert (:func:`check_edge_range`).
+    """
+    if is_prepared(edge_index):
         if (edge_index.num_sources, edge_index.num_targets) != (num_sources, num_targets):
             raise ValueError(
                 f"{name} is a PreparedGraph for {edge_index.num_sources} source and {edge_index.num_targets} target "
@@ -27,11 +44,26 @@ def check_edge_index(edge_index, num_sources: int, num_targets: int, name: str =
         raise ValueError(f"{name} must have shape (2, num_edges), got {tuple(edge_index.shape)}")
     if edge_index.numel() == 0:
         return
-    low = int(edge_index.min())
-    if low < 0:
-        raise ValueError(f"{name} holds a negative node index ({low})")
-    for row, count, role in ((0, num_sources, "source"), (1, num_targets, "target")):
-        high = int(edge_index[row].max())
+    check_edge_range(edge_index, num_sources, num_targets, name)
+
+
+def check_edge_range(edge_index: Tensor, num_sources: int, num_targets: int, name: str = "edge_index") -> None:
+    """Every source index in ``[0, num_sources)``, every target index in ``[0, num_targets)``.
+
+    Eager: one host read of the four extremes (``aminmax`` per row), and an error that names
+    the offending node.  Under ``torch.compile`` nothing is read back: the check becomes
+    ``torch._assert_async`` (a runtime assert inside the compiled graph, no graph break), as
+    PyG's ``MessagePassing`` skips its own index checks when compiling.
+    """
+    low, high = edge_index.aminmax(dim=1)  # (2,) each: per row
+    if torch.compiler.is_compiling():
+        in_range = (low >= 0).all() & (high[0] < num_sources) & (high[1] < num_targets)
+        torch._assert_async(in_range, f"{name} holds a node index outside [0, {num_sources}) x [0, {num_targets})")
+        return
+    (low_source, low_target), (high_source, high_target) = torch.stack([low, high]).tolist()
+    if min(low_source, low_target) < 0:
+        raise ValueError(f"{name} holds a negative node index ({min(low_source, low_target)})")
+    for row, high, count, role in ((0, high_source, num_sources, "source"), (1, high_target, num_targets, "target")):
         if high >= count:
             raise ValueError(
                 f"{name} refers to {role} node {high} but only {count} {role} tokens were given "
@@ -56,7 +88,7 @@ def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, edge_index, edge_bia
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     check_edge_index(edge_index, num_sources=k.size(0), num_targets=q.size(0))
-    edges = getattr(edge_index, "edge_index", edge_index)  # a prepared graph's edge index
+    edges = edge_index.edge_index if is_prepared(edge_index) else edge_index
     if edges.device != q.device:
         raise ValueError(f"the graph is on {edges.device} but q, k, v are on {q.device}: move (or prepare) the graph "
                          f"on the device of the features")

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TokenEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_encoding"]
+__all__ = ["TokenEmbedding", "SinusoidalPositionalEncoding", "sinusoidal_encoding", "check_token_ids"]
 
 
 class TokenEmbedding(nn.Module):
@@ -28,6 +28,9 @@ class TokenEmbedding(nn.Module):
 
     Initialised from :math:`\mathcal{N}(0, d_\text{model}^{-1})`, so the scaled
     embedding has unit variance, like the positional encoding it is added to.
+
+    Token ids outside ``[0, num_embeddings)`` are an error (:func:`check_token_ids`), checked
+    without reading a value back to the host: a model on a prepared graph makes no host sync.
 
     Shapes: tokens (N,) -> (N, d_model).
     """
@@ -49,13 +52,31 @@ class TokenEmbedding(nn.Module):
         return self.embedding.weight
 
     def forward(self, tokens: Tensor) -> Tensor:
-        num_embeddings = self.embedding.num_embeddings
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= num_embeddings):
-            raise ValueError(
-                f"token ids must lie in [0, {num_embeddings}), got values from {int(tokens.min())} "
-                f"to {int(tokens.max())}"
-            )
+        check_token_ids(tokens, self.embedding.num_embeddings)
         return self.embedding(tokens) * math.sqrt(self.d_model)  # (N, d_model)
+
+
+def check_token_ids(tokens: Tensor, num_embeddings: int) -> None:
+    """Token ids must lie in ``[0, num_embeddings)``; checked with ``torch._assert_async``, never read back.
+
+    * eager, CPU tensors: the assert runs at once (there is no device to wait for) and
+      fails with a ``ValueError`` that names the range and the ids given;
+    * CUDA tensors, or under ``torch.compile``: a device-side assert (with the message),
+      reported by the next call that synchronises, so the forward pass itself never waits
+      for the device and compiles without a graph break.  (``nn.Embedding`` itself would
+      only fail with an index error deep in its kernel.)
+    """
+    if tokens.numel() == 0:
+        return
+    in_range = ((tokens >= 0) & (tokens < num_embeddings)).all()  # () bool, stays on the device
+    message = f"token ids must lie in [0, {num_embeddings})"
+    if torch.compiler.is_compiling() or tokens.device.type != "cpu":
+        torch._assert_async(in_range, message)
+        return
+    try:
+        torch._assert_async(in_range, message)
+    except RuntimeError:
+        raise ValueError(f"{message}, got values from {int(tokens.min())} to {int(tokens.max())}") from None
 
 
 def sinusoidal_encoding(position: Tensor, d_model: int, base: float = 10000.0, dtype=torch.float32) -> Tensor:

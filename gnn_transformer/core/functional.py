@@ -29,8 +29,14 @@ Backends (``backend=``), all exact, all checked against ``"reference"``:
 * ``"auto"`` -- :func:`select_backend`: ``"fused"`` for CUDA tensors in float16, bfloat16
   or float32 when Triton is installed and the graph repeats no edge; ``"chunked"`` otherwise.
 
-The fast backends run on a :class:`~gnn_transformer.backends.prepared.PreparedGraph`; given a plain
-``edge_index`` they prepare it on every call, so pass a prepared graph to pay once.  Their
+A plain ``edge_index`` is checked once per call (shape, dtype, range: one host read in
+eager mode, a device-side assert under ``torch.compile``) and then trusted; the fast
+backends prepare it on every call, so pass a prepared graph to pay once.  A
+:class:`~gnn_transformer.backends.prepared.PreparedGraph` was checked when it was built and
+is not checked again; prepared for its backend
+(``prepare_graph(edge_index, S, T, backend=..., num_heads=H, head_dim=C)``), a call on it
+makes no host synchronisation, forward or backward, and compiles without graph breaks
+(``"reference"`` and ``"chunked"``).  Their
 attention weights (``return_attention_weights=True``) come from a second pass that
 recomputes them from the saved log-sum-exp: exact, but detached from autograd (use
 ``"reference"`` to differentiate through the weights).

@@ -21,15 +21,18 @@ from .parity import (
     relative_difference,
     torch_reference_mode,
 )
+from .syncs import HostSyncs, count_host_syncs
 
 __all__ = [
     "GraphCase",
+    "HostSyncs",
     "ParityReport",
     "assert_matches_torch",
     "assert_permutation_equivariant",
     "compare_backend",
     "compare_functions",
     "compare_with_torch",
+    "count_host_syncs",
     "default_tolerance",
     "graph_cases",
     "relative_difference",

@@ -95,3 +95,25 @@ def test_full_blocks_without_bias_skip_the_mask():
     graph = prepare_graph(case.edge_index, 30)
     assert [chunk.dense for chunk in plan_chunks(graph, 2, 16)] == [True]
     assert_close(compare_backend("chunked", case, bias=None, dtype=torch.float64), 1e-10)
+
+
+@pytest.mark.parametrize("kind", ["complete", "window", "random"])
+def test_dropout_draws_depend_on_the_edge_not_on_the_chunk_plan(kind, monkeypatch):
+    import gnn_transformer.backends.chunked as chunked
+
+    case = graph_cases()[kind]
+    q = torch.randn(case.num_targets, 2, 8, dtype=torch.float64)
+    k, v = (torch.randn(case.num_sources, 2, 8, dtype=torch.float64) for _ in range(2))
+    runs, plans = [], []
+    for budget in (chunked.MAX_ELEMENTS, 200):  # one chunk; many chunks, dense and gathered
+        monkeypatch.setattr(chunked, "MAX_ELEMENTS", budget)
+        graph = prepare_graph(case.edge_index, case.num_sources, case.num_targets)
+        torch.manual_seed(5)
+        runs.append(graph_attention(q, k, v, graph, backend="chunked", dropout_p=0.4, return_attention_weights=True))
+        plans.append(chunked.chunk_plan(graph, 2, 8))
+    assert len(plans[0]) < len(plans[1])
+    (out, weights), (small_out, small_weights) = runs
+    assert torch.equal(weights == 0, small_weights == 0)
+    assert torch.allclose(out, small_out, atol=1e-12) and torch.allclose(weights, small_weights, atol=1e-12)
+    dropped = (weights == 0).double().mean().item()  # softmax weights are never 0 without dropout here
+    assert abs(dropped - 0.4) < 4 * (0.4 * 0.6 / weights.numel()) ** 0.5, dropped  # within 4 standard deviations

@@ -176,3 +176,50 @@ def test_encoder_decoder_prepares_each_of_its_three_graphs_once(monkeypatch):
     built = count_preparations(monkeypatch)
     assert relative_difference(fast(*args), reference(*args)) < 1e-5
     assert len(built) == 3
+
+
+def test_a_graph_prepared_for_a_backend_holds_what_it_needs(monkeypatch):
+    built = count_preparations(monkeypatch)
+    edge_index = graphs.causal([5, 3])
+    cheap = prepare_graph(edge_index, 8, backend="reference")
+    assert cheap._csr is None and cheap._tiles is None and not cheap._derived and built == []
+    graph = prepare_graph(edge_index, 8, backend="chunked", num_heads=2, head_dim=8)
+    assert graph._csr is not None and list(graph._derived) == [("chunks", 2, 8)] and graph._tiles is None
+    assert graph.prepare("chunked", 2, 8) is graph and len(built) == 1  # idempotent: nothing rebuilt
+    graph.prepare("chunked", 4, 4)
+    assert list(graph._derived) == [("chunks", 2, 8), ("chunks", 4, 4)] and len(built) == 1
+    assert "prepared_for=['chunked']" in repr(graph)
+    tiled = prepare_graph(graphs.complete([40]), 40, backend="fused", block_size=16)
+    assert tiled._tiles is not None and tiled._tile_edge_ids is not None
+
+
+def test_preparing_for_a_backend_names_bad_arguments():
+    edge_index = graphs.complete([4])
+    with pytest.raises(ValueError, match="cannot prepare a graph for backend 'dense'; known: "):
+        prepare_graph(edge_index, 4, backend="dense")
+    with pytest.raises(ValueError, match="give num_heads and head_dim together"):
+        prepare_graph(edge_index, 4, backend="chunked", num_heads=2)
+    with pytest.raises(ValueError, match="give backend= as well"):
+        prepare_graph(edge_index, 4, num_heads=2, head_dim=8)
+    with pytest.raises(ValueError, match="must be positive, got 0 and 8"):
+        prepare_graph(edge_index, 4).prepare("auto", 0, 8)
+
+
+def test_dependencies_inside_backends_point_one_way():
+    """validation <- prepared <- reference, chunked, fused <- the dispatch; function-level imports count too."""
+    import ast
+    from pathlib import Path
+
+    import gnn_transformer.backends as backends
+
+    root = Path(backends.__file__).parent
+    rank = {"validation": 0, "prepared": 1, "reference": 2, "chunked": 2, "fused": 2, "__init__": 3}
+    for path in [*root.glob("*.py"), *root.glob("fused/*.py")]:
+        module = "fused" if path.parent.name == "fused" else path.stem
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                continue
+            if path.parent.name == "fused" and node.level == 1:
+                continue  # inside the fused package
+            name = node.module.split(".")[0]
+            assert rank[name] < rank[module], f"{path.name} imports {name}: dependencies must point down"
