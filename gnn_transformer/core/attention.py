@@ -285,7 +285,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
             graph = edge_index  # the fast backends' layouts of the full graph: built once, kept on the graph
             full = graph.derived(("virtual_sources", extra), lambda: PreparedGraph(
                 self.attention_graph(edges, num_sources, num_targets), num_sources + extra, num_targets,
-                block_size=graph.block_size))
+                block_size=graph.block_size).prepare(self.backend, self.num_heads, self.head_dim))
         else:  # the reference backend runs on the plain edges
             full = self.attention_graph(edges, num_sources, num_targets)  # (2, num_edges + V * T)
         if edge_bias is not None:
@@ -362,7 +362,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
                 k, v = self.project_key_value(key, value, key_position)
             if cache is not None:
                 k, v = cache.append(k, v)
-        edge_index = prepare_edges(edge_index, k.size(0), query.size(0))  # checks a plain edge index, once
+        edge_index = prepare_edges(edge_index, k.size(0), query.size(0), self)  # checks a plain edge index, once
         check_edge_index(edge_index, num_sources=k.size(0), num_targets=query.size(0))  # prepared: counts only
         if q is None:
             q = self.project_query(query, query_position)

@@ -38,22 +38,31 @@ def is_graph_call(args: tuple, kwargs: dict, position: int, name: str) -> bool:
     return len(args) > position and is_edge_set(args[position])
 
 
-def prepare_edges(edge_index, num_sources: int, num_targets: int, memo: dict | None = None):
+def prepare_edges(edge_index, num_sources: int, num_targets: int, attention=None, *, memo: dict | None = None):
     """A plain ``edge_index`` as a :class:`PreparedGraph` for these node counts, checked once here.
 
-    Prepared graphs and ``None`` pass through unchanged (the attention compares a prepared
-    graph's node counts with its inputs, without a host synchronisation); anything else is
-    left for the attention to reject with a ``TypeError``.  With ``memo`` (a dict shared over
-    the layers of one call) each distinct edge tensor is prepared once per node counts.
+    With ``attention`` (the module that will run on it), the graph is also prepared for that
+    module's backend, heads and head size (:meth:`PreparedGraph.prepare`: the chunk plan, the
+    tiles), so that the calls inside read nothing back from the device.  Prepared graphs are
+    prepared for the backend too (idempotent: what is built is kept); ``None`` passes through;
+    anything else is left for the attention to reject with a ``TypeError``.  With ``memo`` (a
+    dict shared over the layers of one call) each distinct edge tensor is prepared once per
+    node counts.
     """
-    if not isinstance(edge_index, Tensor):
+    if isinstance(edge_index, Tensor):
+        key = (id(edge_index), num_sources, num_targets)
+        if memo is not None and key in memo:
+            return memo[key]
+        graph = PreparedGraph(edge_index, num_sources, num_targets)
+        if memo is not None:
+            memo[key] = graph
+    elif isinstance(edge_index, PreparedGraph):
+        graph = edge_index
+    else:
         return edge_index
-    if memo is None:
-        return PreparedGraph(edge_index, num_sources, num_targets)
-    key = (id(edge_index), num_sources, num_targets)
-    if key not in memo:
-        memo[key] = PreparedGraph(edge_index, num_sources, num_targets)
-    return memo[key]
+    if attention is not None:
+        graph.prepare(attention.backend, attention.num_heads, attention.head_dim)
+    return graph
 
 
 def source_count(cache, new_sources: int) -> int:

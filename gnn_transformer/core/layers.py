@@ -216,7 +216,7 @@ class GraphTransformerEncoderLayer(_GraphLayer):
         only new nodes and ``edge_index`` sources index every cached node (incremental decoding).
         """
         check_node_features(x, self.self_attn.embed_dim, "x")
-        edge_index = prepare_edges(edge_index, source_count(cache, x.size(0)), x.size(0))
+        edge_index = prepare_edges(edge_index, source_count(cache, x.size(0)), x.size(0), self.self_attn)
         weights = []
 
         def self_attention(h: Tensor) -> Tensor:
@@ -306,8 +306,9 @@ class GraphTransformerDecoderLayer(_GraphLayer):
             raise ValueError("memory is None: pass the encoder output (memory may be None only with a filled "
                              "static cross-attention cache)")
         num_memory = 0 if memory is None else memory.size(0)
-        edge_index = prepare_edges(edge_index, source_count(self_cache, x.size(0)), x.size(0))
-        cross_edge_index = prepare_edges(cross_edge_index, source_count(cross_cache, num_memory), x.size(0))
+        edge_index = prepare_edges(edge_index, source_count(self_cache, x.size(0)), x.size(0), self.self_attn)
+        cross_edge_index = prepare_edges(cross_edge_index, source_count(cross_cache, num_memory), x.size(0),
+                                         self.multihead_attn)
         weights = {}
 
         def self_attention(h: Tensor) -> Tensor:

@@ -40,11 +40,12 @@ def per_layer(value: Any, num_layers: int, name: str) -> list:
     return [value] * num_layers
 
 
-def _prepared_per_layer(edge_index, num_layers: int, name: str, num_sources: list[int], num_targets: int) -> list:
+def _prepared_per_layer(edge_index, num_layers: int, name: str, num_sources: list[int], num_targets: int,
+                        attention) -> list:
     """One prepared graph per layer (``num_sources`` per layer: cached nodes count); a plain edge tensor
     used by several layers is checked and prepared once."""
     memo: dict = {}
-    return [prepare_edges(edges, sources, num_targets, memo)
+    return [prepare_edges(edges, sources, num_targets, attention, memo=memo)
             for edges, sources in zip(per_layer(edge_index, num_layers, name), num_sources)]
 
 
@@ -130,7 +131,7 @@ class GraphTransformerEncoder(_Stack):
         n = self.num_layers
         caches = per_layer(cache, n, "cache")
         num_sources = [source_count(layer_cache, x.size(0)) for layer_cache in caches]
-        edges = _prepared_per_layer(edge_index, n, "edge_index", num_sources, x.size(0))
+        edges = _prepared_per_layer(edge_index, n, "edge_index", num_sources, x.size(0), self.layers[0].self_attn)
         weights = []
         for layer, layer_edges, layer_bias, layer_cache in zip(self.layers, edges, per_layer(edge_bias, n, "edge_bias"),
                                                                caches):
@@ -201,9 +202,10 @@ class GraphTransformerDecoder(_Stack):
         self_caches = [None if c is None else c.get("self") for c in caches]
         cross_caches = [None if c is None else c.get("cross") for c in caches]
         edges = _prepared_per_layer(edge_index, n, "edge_index", [source_count(c, num_targets) for c in self_caches],
-                                    num_targets)
+                                    num_targets, self.layers[0].self_attn)
         cross_edges = _prepared_per_layer(cross_edge_index, n, "cross_edge_index",
-                                          [source_count(c, num_memory) for c in cross_caches], num_targets)
+                                          [source_count(c, num_memory) for c in cross_caches], num_targets,
+                                          self.layers[0].multihead_attn)
         graphs = zip(edges, cross_edges, per_layer(edge_bias, n, "edge_bias"),
                      per_layer(cross_edge_bias, n, "cross_edge_bias"), caches)
         weights = []

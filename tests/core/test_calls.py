@@ -72,8 +72,8 @@ def test_prepare_edges_checks_once_and_passes_prepared_graphs_through():
     assert isinstance(prepared, PreparedGraph) and (prepared.num_sources, prepared.num_targets) == (5, 5)
     assert prepare_edges(prepared, 5, 5) is prepared and prepare_edges(None, 5, 5) is None
     memo = {}
-    assert prepare_edges(edges, 5, 5, memo) is prepare_edges(edges, 5, 5, memo)
-    assert prepare_edges(edges, 6, 5, memo) is not prepare_edges(edges, 5, 5, memo)
+    assert prepare_edges(edges, 5, 5, memo=memo) is prepare_edges(edges, 5, 5, memo=memo)
+    assert prepare_edges(edges, 6, 5, memo=memo) is not prepare_edges(edges, 5, 5, memo=memo)
     with pytest.raises(ValueError, match="refers to source node 4 but only 4 source tokens"):
         prepare_edges(edges, 4, 5)
 
@@ -160,3 +160,21 @@ def test_trusted_calls_do_not_synchronise_with_the_host():
         attention(tgt, src, src, graph[2], return_attention_weights=True)
         layer(padded, graph=masks)
     assert out.shape == (4, 8) and len(weights["decoder"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+def test_a_plain_edge_index_costs_its_host_reads_once_per_stack_call_not_once_per_layer(backend):
+    """The outermost call checks and prepares the graph for its backend (its host reads); the layers
+    then read nothing, so three layers cost what one layer costs."""
+    from gnn_transformer.testing import count_host_syncs
+
+    def reads(num_layers: int) -> int:
+        layer = GraphTransformerEncoderLayer(8, 2, 16, dropout=0.0, dtype=DT, backend=backend)
+        stack = GraphTransformerEncoder(layer, num_layers).eval()
+        x, edges = torch.randn(5, 8, dtype=DT), graphs.complete([3, 2])  # a fresh, plain edge index
+        with count_host_syncs() as syncs:
+            stack(x, edges)
+        return syncs.count
+
+    assert reads(1) > 0  # checking the edge index reads it back
+    assert reads(3) == reads(1)
