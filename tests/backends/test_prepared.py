@@ -161,7 +161,7 @@ def test_virtual_sources_are_prepared_once_per_graph():
         out, weights = fast(x, x, x, graph, bias, return_attention_weights=True)
         assert relative_difference(out, expected) < 1e-12
         assert relative_difference(weights, expected_weights) < 1e-12
-    assert list(graph._derived) == [("virtual_sources", 2)]
+    assert [key for key in graph._derived if key[0] == "virtual_sources"] == [("virtual_sources", 2)]
 
 
 def test_encoder_decoder_prepares_each_of_its_three_graphs_once(monkeypatch):
@@ -221,5 +221,7 @@ def test_dependencies_inside_backends_point_one_way():
                 continue
             if path.parent.name == "fused" and node.level == 1:
                 continue  # inside the fused package
+            if node.level > (2 if path.parent.name == "fused" else 1):
+                continue  # outside backends/ (errors.py): tests/test_architecture.py checks the layers
             name = node.module.split(".")[0]
             assert rank[name] < rank[module], f"{path.name} imports {name}: dependencies must point down"
