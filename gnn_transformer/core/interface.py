@@ -17,7 +17,8 @@ the single-stack models (:class:`~gnn_transformer.GraphSequenceModel`, hence
 inputs (an encoder-decoder model encodes its sources once; its memory, their positions and
 lengths go into the state) and returns the first tokens of every sequence: the prompt of a
 decoder-only model, the start token of an encoder-decoder one.  A model that cannot decode one
-token at a time (an encoder on complete graphs) raises ``ValueError`` there, naming why.  Then
+token at a time (an encoder on complete graphs) raises ``ValueError`` there, naming why; so does a token id outside the vocabulary
+(:func:`check_token_ids`).  Then
 
 .. math::
 
@@ -52,6 +53,7 @@ from ..graphs.builders import _contiguous_ranges, lengths_to_ptr
 from .attention import KeyValueCache
 
 __all__ = ["ATTENTION_KINDS", "AttentionSite", "DecodingState", "GraphModelInterface", "require_interface",
+           "check_token_ids",
            "DECODING", "RECORDING"]
 
 ATTENTION_KINDS = ("encoder self", "decoder self", "cross")
@@ -137,6 +139,15 @@ def require_interface(model, methods: Sequence[str], tool: str) -> None:
     if missing:
         raise TypeError(f"{tool} needs a model implementing gnn_transformer.core.interface ({', '.join(methods)}); "
                         f"this {type(model).__name__} lacks {', '.join(missing)}")
+
+
+def check_token_ids(inputs: Sequence[Tensor], vocab_size: int, name: str = "inputs") -> None:
+    """Raise ``ValueError`` naming the first sequence with a token id outside ``[0, vocab_size)``."""
+    for index, tokens in enumerate(inputs):
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+            bad = tokens[(tokens < 0) | (tokens >= vocab_size)][0]
+            raise ValueError(f"{name}[{index}] holds token id {int(bad)}, outside the model's vocabulary of "
+                             f"{vocab_size} tokens (ids 0..{vocab_size - 1})")
 
 
 def sites_from_stacks(model: nn.Module, stacks: Sequence[tuple[str, str]]) -> list[AttentionSite]:

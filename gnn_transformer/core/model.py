@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..graphs.builders import causal, complete
 from ..graphs.patterns.registry import as_sequence_graph
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
-from .interface import AttentionSite, DecodingState, sites_from_stacks, source_batch
+from .interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks, source_batch
 from .layers import GraphTransformerEncoderLayer
 from .stacks import GraphTransformer, GraphTransformerEncoder
 
@@ -171,6 +171,8 @@ class GraphTransformerModel(_TokenModel):
 
         if bos is None:
             raise ValueError("an encoder-decoder model starts every target with a start token: pass bos=")
+        check_token_ids(inputs, self.src_embed.embedding.num_embeddings, "sources")
+        check_token_ids([torch.tensor([bos])], self.generator.out_features, "bos")
         device = self.generator.weight.device
         tokens, position, lengths = source_batch(inputs, device)
         batch = HeteroData()
@@ -296,6 +298,7 @@ class GraphSequenceModel(_TokenModel):
         if self.graph is None or not self.graph.causal:
             raise ValueError(f"this {type(self).__name__} attends over {self.graph!r}, not a causal graph, so it "
                              "cannot decode one token at a time; build it with graph=graphs.causal")
+        check_token_ids(inputs, self.generator.out_features, "prompts")
         device = self.generator.weight.device
         return DecodingState.decoder_only(len(self.encoder.layers), device), [t.to(device) for t in inputs]
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from .search import Hypothesis, _check_steps
+from .search import Hypothesis, _check_eos, _check_steps
 
 __all__ = ["hf_beam_search", "EARLY_STOPPING"]
 
@@ -48,6 +48,7 @@ def hf_beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int 
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     log_probs = scorer.start()  # (B, V)
     num_sequences, vocab = log_probs.shape
+    _check_eos(eos, vocab)
     if 2 * beam_size > vocab:
         raise ValueError(f"beam_size ({beam_size}) keeps 2 * beam_size candidates, more than the vocabulary "
                          f"({vocab} tokens)")

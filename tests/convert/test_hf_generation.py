@@ -114,3 +114,20 @@ def test_beam_search_gives_the_tokens_and_scores_of_hf_generate(arch, length_pen
     for hypothesis, source, their_score in zip(ours, inputs, their_scores):
         assert abs(hypothesis.score - float(their_score)) < 1e-5 * max(1.0, abs(hypothesis.score))  # HF: float32
         assert abs(hypothesis.score - _float64_score(hf, source, hypothesis.tokens, length_penalty)) < 1e-10
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_sampling_with_a_seed_is_reproducible_and_incremental_equals_recomputed(arch):
+    model = from_hf(_hf_model(arch))
+    inputs = _inputs(model.config.vocab_size)
+
+    def draw(recompute):
+        return generate(model, inputs, strategy="sample", top_k=20, temperature=0.8, max_new_tokens=MAX_NEW,
+                        generator=torch.Generator().manual_seed(5), recompute=recompute)
+
+    first, again, recomputed = draw(False), draw(False), draw(True)
+    assert [h.tokens.tolist() for h in first] == [h.tokens.tolist() for h in again]
+    assert [h.tokens.tolist() for h in first] == [h.tokens.tolist() for h in recomputed]
+    assert all(abs(a.score - b.score) < 1e-10 for a, b in zip(first, recomputed))
+    other = generate(model, inputs, strategy="sample", max_new_tokens=MAX_NEW, generator=torch.Generator().manual_seed(6))
+    assert [h.tokens.tolist() for h in first] != [h.tokens.tolist() for h in other]

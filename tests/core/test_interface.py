@@ -134,3 +134,26 @@ def test_the_grep_test_can_fail(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from gnn_transformer import GraphTransformerModel\nisinstance(m, GraphTransformerModel)\n")
     assert _names_used(bad) & MODEL_CLASSES == {"GraphTransformerModel"}
+
+
+def test_token_ids_outside_the_vocabulary_and_bad_decoder_settings_are_named():
+    paper = GraphTransformerModel(11, 9, num_encoder_layers=1, num_decoder_layers=1, **SMALL).eval()
+    decoder = GraphDecoderModel(11, num_layers=1, **SMALL).eval()
+    with pytest.raises(ValueError, match=r"sources\[1\] holds token id 11, outside the model's vocabulary of 11"):
+        generate(paper, [torch.tensor([1]), torch.tensor([2, 11])], bos=0, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"bos\[0\] holds token id 9, outside .* of 9 tokens"):
+        generate(paper, [torch.tensor([1])], bos=9, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"prompts\[0\] holds token id -1"):
+        generate(decoder, [torch.tensor([-1, 2])], max_new_tokens=2)
+    for strategy in ("greedy", "beam", "sample"):
+        with pytest.raises(ValueError, match=r"eos must be a token id of the model's vocabulary \(0..10\)"):
+            generate(decoder, [torch.tensor([1, 2])], strategy=strategy, eos=11, max_new_tokens=2)
+    with pytest.raises(ValueError, match="attention_window applies to decoder-only models"):
+        generate(paper, [torch.tensor([1])], bos=0, max_new_tokens=2, attention_window=2)
+    with pytest.raises(ValueError, match="early_stopping must be True, False or 'never'"):
+        generate(decoder, [torch.tensor([1, 2])], strategy="beam", beam_scoring="hf", early_stopping="soon",
+                 max_new_tokens=2)
+    for hf_name in ("gpt2", "t5"):
+        model = [m for name, m, _, _ in _hf_models() if name == hf_name][0].eval()
+        with pytest.raises(ValueError, match="holds token id 128, outside the model's vocabulary of 128"):
+            generate(model, [torch.tensor([1, 128])], max_new_tokens=2)

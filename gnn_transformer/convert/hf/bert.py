@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ...core.interface import AttentionSite, DecodingState, sites_from_stacks
+from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks
 from ...core.layers import GraphTransformerEncoderLayer, resolve_activation
 from ...core.stacks import GraphTransformerEncoder
 from ...variants.models import LearnedPositionalEmbedding
@@ -118,6 +118,7 @@ class GraphBertForMaskedLM(HFGraphModel):
         if not self.causal:
             raise ValueError("this BERT attends over the complete graph (config.is_decoder is False), so it cannot "
                              "decode one token at a time")
+        check_token_ids(inputs, self.config.vocab_size, "prompts")
         device = self.decoder.weight.device
         return DecodingState.decoder_only(len(self.encoder.layers), device), [t.to(device) for t in inputs]
 

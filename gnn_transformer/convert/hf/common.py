@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...core.interface import AttentionSite, DecodingState, sites_from_stacks, source_batch
+from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks, source_batch
 from ...graphs import complete, edges_from_mask
 
 # Hugging Face activation names -> this library's (see layers.ACTIVATIONS).
@@ -271,6 +271,8 @@ class Seq2SeqGraphModel(HFGraphModel):
         bos = getattr(self.config, "decoder_start_token_id", None) if bos is None else bos
         if bos is None:
             raise ValueError(f"{type(self).__name__}: the config has no decoder_start_token_id; pass bos=")
+        check_token_ids(inputs, self.config.vocab_size, "sources")
+        check_token_ids([torch.tensor([bos])], self.config.vocab_size, "bos")
         device = self.lm_head.weight.device
         tokens, position, lengths = source_batch(inputs, device)
         memory = self.encode_sources(tokens, position, complete(lengths))  # (S, d)

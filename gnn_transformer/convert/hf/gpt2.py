@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...core.interface import AttentionSite, DecodingState, sites_from_stacks
+from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks
 from ...core.layers import GraphTransformerEncoderLayer
 from ...core.stacks import GraphTransformerEncoder
 from ...variants.models import LearnedPositionalEmbedding
@@ -113,6 +113,7 @@ class GraphGPT2LMHeadModel(HFGraphModel):
 
     def begin_decoding(self, inputs, *, bos: int | None = None):
         """The prompts are the first tokens (``bos`` is not used)."""
+        check_token_ids(inputs, self.config.vocab_size, "prompts")
         device = self.lm_head.weight.device
         return DecodingState.decoder_only(len(self.decoder.layers), device), [t.to(device) for t in inputs]
 
