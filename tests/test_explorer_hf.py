@@ -9,6 +9,7 @@ from gnn_transformer.cli import main
 from gnn_transformer.convert.hf import from_hf
 from gnn_transformer.convert.hf.parity import small_model
 from gnn_transformer.explorer import explore
+from tests.test_explorer_browser import ROUNDING, Opened, browser, expected_edges  # noqa: F401 (the fixture)
 
 pytest.importorskip("transformers")
 
@@ -90,3 +91,32 @@ def test_bad_folders_and_tokens_are_named(saved, tmp_path):
         explore(hf=folders["gpt2"], source="the cat")
     with pytest.raises(SystemExit, match="--hf needs --source"):
         main(["explore", "--hf", str(folders["gpt2"]), "--out", str(tmp_path / "x.html")])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_the_page_of_a_gpt2_and_a_t5_draws_the_recorded_weights(browser, saved, tmp_path, arch):
+    """In headless Chromium: every kind and layer (and two heads) of the page draws the weights recorded
+    from the imported model, edge by edge."""
+    folders, originals = saved
+    explorer = explore(hf=folders[arch], source="5 17 3 9")
+    path = explorer.save(tmp_path / f"{arch}.html")
+    graph_model = from_hf(originals[arch]).eval()
+    inputs = {"input_ids": torch.tensor([[5, 17, 3, 9]])}
+    if arch == "t5":
+        inputs["decoder_input_ids"] = torch.tensor([[0] + [int(t) for t in explorer.data["tokens"]["target"][1:]]])
+    with record(graph_model) as recording, torch.no_grad():
+        graph_model(**inputs)
+    opened = Opened(browser, path)
+    try:
+        assert opened.errors == [] and opened.refused == []
+        for kind in EXPECTED_KINDS[arch]:
+            for layer in range(2):
+                for head in (0, 3):
+                    opened.choose(kind, layer, head)
+                    expected = expected_edges(recording.attention_of(kind, layer), head)
+                    drawn = {(e["source"], e["target"]): e["weight"] for e in opened.drawn_edges()}
+                    assert set(drawn) == set(expected)
+                    for edge, weight in drawn.items():
+                        assert abs(weight - expected[edge][0]) <= ROUNDING * abs(expected[edge][0]) + 1e-12
+    finally:
+        opened.page.close()
