@@ -275,8 +275,9 @@ class GraphSequenceModel(_TokenModel):
         """Final hidden state of every token, (N, d_model); ``cache`` (one per layer) as in the stack's call."""
         _require(data, ("x", "position", "edge_index"), "data")
         if cache is not None and self.relative_bias is not None:
-            raise NotImplementedError("relative position biases need the positions of every cached token, which an "
-                                      "incremental step does not have; decode with recompute=True")
+            raise NotImplementedError("relative position biases need the positions of every cached token, which "
+                                      "hidden() does not have; decode one step with decode_step(state, ...), whose "
+                                      "state keeps them (gnn_transformer.core.interface)")
         x = self.embed_nodes(data.x, data.position)
         bias = self.edge_bias(data.edge_index, data.position, x.dtype)
         if "edge_bias" in data:
