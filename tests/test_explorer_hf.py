@@ -9,7 +9,7 @@ from gnn_transformer.cli import main
 from gnn_transformer.convert.hf import from_hf
 from gnn_transformer.convert.hf.parity import small_model
 from gnn_transformer.explorer import explore
-from tests.test_explorer_browser import ROUNDING, Opened, browser, expected_edges  # noqa: F401 (the fixture)
+from tests.test_explorer_browser import ROUNDING, Opened, expected_edges
 
 pytest.importorskip("transformers")
 
