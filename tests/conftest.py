@@ -49,3 +49,26 @@ def charlm_run(tmp_path):
               "vocabulary": vocabulary.symbols, "attention_window": 4}
     save_checkpoint(tmp_path / "checkpoints", model=model, optimizer=None, step=3, config=config)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium for the explorer's page tests, one per session (Playwright's sync API runs once)."""
+    from gnn_transformer.explorer.browser import find_chromium, launch_chromium
+
+    required = os.environ.get("GNN_TRANSFORMER_REQUIRE_BROWSER") == "1"
+    problem = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = "playwright is not installed (pip install 'gnn-transformer[browser]')"
+    if problem is None and find_chromium() is None:
+        problem = "no Chromium found (Debian: apt-get install chromium; or set GNN_TRANSFORMER_CHROMIUM)"
+    if problem is not None:
+        if required:
+            pytest.fail(f"GNN_TRANSFORMER_REQUIRE_BROWSER=1 but {problem}")
+        pytest.skip(problem)
+    with sync_playwright() as playwright:
+        launched = launch_chromium(playwright)
+        yield launched
+        launched.close()

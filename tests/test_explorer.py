@@ -64,13 +64,13 @@ def test_a_single_stack_model_and_its_vocabulary():
     with record(model) as recording:
         logits = model(data)
     explorer = explore(model, data, vocabulary=vocabulary)
-    assert explorer.data["kinds"] == [{"kind": "encoder self", "label": "self"}]
+    assert explorer.data["kinds"] == [{"kind": "decoder self", "label": "self"}]  # the model's attention_sites()
     assert explorer.data["tokens"] == {"source": ["a", "c", "b", "b"], "target": []}
     assert explorer.data["predictions"] == {"side": "source",
                                             "labels": vocabulary.decode(logits.argmax(-1).tolist(), strip_end=False)}
     for view in explorer.data["views"]:
         assert view["edges"] == graphs.causal([4]).t().tolist()
-        assert_view_is_recorded(view, recording.attention_of("encoder self", view["layer"]))
+        assert_view_is_recorded(view, recording.attention_of("decoder self", view["layer"]))
     assert explore(model, data, labels=["w", "x", "y", "z"]).data["tokens"]["source"] == ["w", "x", "y", "z"]
 
 
@@ -253,7 +253,7 @@ def test_a_character_model_is_shown_on_its_window_graph(charlm_run):
     with record(run.model) as recording:
         run.model(run.language_model_data(text))
     for view in data["views"]:
-        assert_view_is_recorded(view, recording.attention_of("encoder self", view["layer"]))
+        assert_view_is_recorded(view, recording.attention_of("decoder self", view["layer"]))
         assert view["edges"] == graphs.causal([40], 4).t().tolist()  # each character sees the last 4
     chosen = explore(checkpoint=charlm_run, source="def f(x):").data
     assert chosen["tokens"]["source"] == ["d", "e", "f", "\u2423", "f", "(", "x", ")", ":"]

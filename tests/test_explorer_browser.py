@@ -1,9 +1,9 @@
-"""The explorer page in a real browser: headless Chromium driven by Playwright.
+"""The explorer page in a real browser: headless Chromium driven by Playwright (the ``browser``
+fixture, shared with tests/test_explorer_hf.py, is in conftest.py).
 
 Skipped when Playwright or Chromium is missing, unless GNN_TRANSFORMER_REQUIRE_BROWSER=1
 (then such a machine fails, naming what to install).
 """
-import os
 
 import pytest
 import torch
@@ -11,33 +11,13 @@ import torch
 from gnn_transformer.cli.graph import _build
 from gnn_transformer.tasks.demo import demo_batch, demo_model
 from gnn_transformer.explorer import explore
-from gnn_transformer.explorer.browser import find_chromium, launch_chromium, offline_page, screenshot
+from gnn_transformer.explorer.browser import offline_page, screenshot
 from gnn_transformer.explorer.data import SIGNIFICANT_DIGITS
 from gnn_transformer.explorer.sources import pattern_namespace
 from gnn_transformer.analysis.recording import record
 
 ROUNDING = 10.0 ** (1 - SIGNIFICANT_DIGITS) / 2  # relative error of the page's numbers
 SOURCE, TARGET = ("the", "cat", "sat", "on", "a", "mat"), ("<s>", "le", "chat", "sur")
-
-
-@pytest.fixture(scope="session")
-def browser():
-    required = os.environ.get("GNN_TRANSFORMER_REQUIRE_BROWSER") == "1"
-    problem = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem = "playwright is not installed (pip install 'gnn-transformer[browser]')"
-    if problem is None and find_chromium() is None:
-        problem = "no Chromium found (Debian: apt-get install chromium; or set GNN_TRANSFORMER_CHROMIUM)"
-    if problem is not None:
-        if required:
-            pytest.fail(f"GNN_TRANSFORMER_REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(problem)
-    with sync_playwright() as playwright:
-        launched = launch_chromium(playwright)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

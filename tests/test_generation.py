@@ -193,7 +193,7 @@ def test_bad_decoding_requests_name_the_problem():
     model = seq2seq_model()
     with pytest.raises(ValueError, match="pass bos="):
         generate(model, sources(), max_new_tokens=3)
-    with pytest.raises(TypeError, match="a single-stack model on a causal graph .* attends over complete"):
+    with pytest.raises(ValueError, match="attends over complete, not a causal graph"):
         generate(GraphEncoderModel(11, num_layers=1, **SMALL), sources(), max_new_tokens=3)
     with pytest.raises(ValueError, match="strategy must be one of"):
         generate(model, sources(), strategy="nucleus", bos=BOS, max_new_tokens=3)
@@ -203,7 +203,7 @@ def test_bad_decoding_requests_name_the_problem():
         generate(model, sources(), strategy="sample", temperature=0.0, bos=BOS, max_new_tokens=3)
     with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
         generate(model, sources(), bos=BOS, max_new_tokens=0)
-    with pytest.raises(ValueError, match=r"sources\[1\] is empty"):
+    with pytest.raises(ValueError, match=r"inputs\[1\] is empty"):
         generate(model, [torch.tensor([3]), torch.tensor([], dtype=torch.long)], bos=BOS, max_new_tokens=3)
     with pytest.raises(ValueError, match="call model.eval"):
         GrowingSeq2SeqGraph(model.train(), sources(), BOS)
@@ -242,13 +242,35 @@ def test_generation_asks_the_model_for_its_graph_so_a_variant_on_the_causal_grap
     assert [h.tokens.tolist() for h in grown] == [h.tokens.tolist() for h in recomputed]
     assert all(abs(a.score - b.score) < 1e-10 for a, b in zip(grown, recomputed))
     undeclared = GraphVariantModel(11, 16, 4, num_layers=1, dim_feedforward=32, dtype=DT)
-    with pytest.raises(TypeError, match="attends over None"):
+    with pytest.raises(ValueError, match="attends over None, not a causal graph"):
         generate(undeclared, prompts, max_new_tokens=2)
 
 
-def test_relative_biases_decode_only_by_recomputing():
-    model = GraphVariantModel(11, 16, 4, num_layers=1, dim_feedforward=32, dropout=0.0, positions="alibi",
-                              dtype=DT, graph=graphs.causal).eval()
-    with pytest.raises(NotImplementedError, match="recompute=True"):
-        generate(model, sources((3,), high=11), max_new_tokens=2)
-    assert len(generate(model, sources((3,), high=11), max_new_tokens=2, recompute=True)[0].tokens) == 2
+VARIANT_OPTIONS = [dict(positions=p) for p in ("sinusoidal", "learned", "rotary", "alibi", "t5", "none")] + [
+    dict(norm="rms"), dict(norm_first=False), dict(feed_forward="swiglu"), dict(feed_forward="relu"),
+    dict(scale_embedding=True), dict(tie_weights=False, bias=False), dict(positions="t5", bidirectional=False),
+]
+
+
+@pytest.mark.parametrize("options", VARIANT_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_every_variant_decodes_incrementally_as_it_recomputes(options):
+    """Growing graph == whole graph recomputed at every step (tokens exactly, scores within 1e-10), for every
+    GraphVariantModel option: relative biases (ALiBi, T5) are computed for the new edges only, rotary
+    positions per new node; and a step over a whole prompt gives the model's own forward logits."""
+    torch.manual_seed(0)
+    model = GraphVariantModel(11, 16, 4, num_layers=2, dim_feedforward=32, dropout=0.0, dtype=DT,
+                              graph=graphs.causal, **options).eval()
+    prompts = sources((3, 1, 4), high=11)
+    for strategy in ("greedy", "beam"):
+        grown = generate(model, prompts, strategy=strategy, beam_size=3, max_new_tokens=5)
+        recomputed = generate(model, prompts, strategy=strategy, beam_size=3, max_new_tokens=5, recompute=True)
+        assert [h.tokens.tolist() for h in grown] == [h.tokens.tolist() for h in recomputed]
+        assert all(abs(a.score - b.score) < 1e-10 for a, b in zip(grown, recomputed))
+    state, first = model.begin_decoding(prompts)
+    lengths = [p.numel() for p in prompts]
+    owner = torch.arange(3).repeat_interleave(torch.tensor(lengths))
+    stepped, _ = model.decode_step(state, torch.cat(first), graphs.positions(lengths), graphs.causal(lengths), owner)
+    from torch_geometric.data import Batch
+
+    whole = model(Batch.from_data_list([graphs.sequence_data(p, "causal") for p in prompts]))
+    assert relative_difference(stepped, whole) < 1e-12

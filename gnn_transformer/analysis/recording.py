@@ -146,10 +146,9 @@ def _detach(value):
     return value
 
 
-def _attention_hook(name: str, recording: Recording):
+def _attention_hook(name: str, recording: Recording, kind: str, layer: int | None):
     """An attention hook (:meth:`GraphMultiheadAttention.register_attention_hook`) that keeps an
     :class:`AttentionRecord` of every call, with the scores and messages recomputed from its tensors."""
-    kind, layer = attention_kind(name)
 
     def hook(module: GraphMultiheadAttention, tensors: AttentionTensors) -> None:
         source, target = tensors.edge_index
@@ -178,9 +177,16 @@ def record(model: nn.Module) -> Iterator[Recording]:
     Attention modules run on the reference backend while recording (the same numbers as
     the fast backends, to their tolerance), so that every per-edge tensor exists.
     Hooks and backends are restored on exit, also after an error.
+
+    The kind and layer of each attention come from the model's ``attention_sites()``
+    (:mod:`gnn_transformer.core.interface`: a decoder-only model's self-attention is
+    ``"decoder self"``); a module without that method (a bare stack or layer) is labelled from
+    the qualified names (:func:`attention_kind`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
+    sites = getattr(model, "attention_sites", None)
+    sites = {site.name: (site.kind, site.layer) for site in sites()} if callable(sites) else {}
     recording = Recording()
     handles, restore = [], []
 
@@ -196,8 +202,9 @@ def record(model: nn.Module) -> Iterator[Recording]:
             if isinstance(module, GraphMultiheadAttention):
                 restore.append((module, module.backend))
                 module.backend = "reference"
-                handles.append(module.register_attention_hook(_attention_hook(name or type(module).__name__,
-                                                                              recording)))
+                label = name or type(module).__name__
+                kind, layer = sites.get(name) or attention_kind(label)
+                handles.append(module.register_attention_hook(_attention_hook(label, recording, kind, layer)))
         yield recording
     finally:
         for handle in handles:

@@ -5,7 +5,9 @@ model run as weighted edges between tokens, beside the dense matrix; hover an ed
 score and weight.  The page opens offline (everything is inline).  Without options: the
 demo model (``--source``/``--target`` words of its vocabulary); ``--pattern NAME``: a small
 encoder on the edges of a pattern of ``gnn-transformer graph`` (same options);
-``--checkpoint DIR``: a model trained by ``gnn-transformer train`` on one held-out sentence.
+``--checkpoint DIR``: a model trained by ``gnn-transformer train`` on one held-out sentence;
+``--hf DIR``: a Hugging Face GPT-2, BERT, BART or T5 written by ``save_pretrained`` (``--source``:
+text for its saved tokenizer, else token ids separated by spaces).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def add_parser(subparsers) -> None:
     group.add_argument("--pattern", metavar="NAME", help=f"a pattern's edges: one of {', '.join(PATTERNS)}")
     group.add_argument("--checkpoint", metavar="DIR", type=Path,
                        help="a run folder of 'gnn-transformer train' (copy, reverse, sort, translate, charlm)")
+    group.add_argument("--hf", metavar="DIR", type=Path,
+                       help="a Hugging Face GPT-2, BERT, BART or T5 folder written by save_pretrained")
     parser.add_argument("--source", metavar="TEXT",
                         help="source words, e.g. 'the cat sat' (demo model, seq2seq checkpoint); the text a charlm "
                              "checkpoint reads")
@@ -48,9 +52,13 @@ def run(args: argparse.Namespace) -> int:
                          "are t0 .. tN")
     try:
         options = pattern_arguments(args) if args.pattern is not None else {}  # as `graph` names them
-        explorer = explore(pattern=args.pattern, checkpoint=args.checkpoint, source=args.source,
-                           target=args.target,
-                           title=args.title, pattern_options=options)
+        if args.hf is not None:
+            if not args.source:
+                raise ValueError("--hf needs --source: the text (or token ids) the model reads")
+            explorer = explore(hf=args.hf, source=args.source, target=args.target, title=args.title)
+        else:
+            explorer = explore(pattern=args.pattern, checkpoint=args.checkpoint, source=args.source,
+                               target=args.target, title=args.title, pattern_options=options)
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise SystemExit(f"gnn-transformer explore: {error}") from None
     path = explorer.save(args.out)

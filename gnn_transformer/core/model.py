@@ -11,6 +11,8 @@ r"""Complete models: embeddings, positional encodings, graph stacks and the outp
 
 Each returns logits per node; ``log_probs`` and ``probs`` give the prediction
 distributions :math:`\operatorname{softmax}(h W_\text{out} + b)` over the vocabulary.
+Both implement the tools' interface (:mod:`gnn_transformer.core.interface`):
+``attention_sites``, ``begin_decoding`` and ``decode_step``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 from ..graphs.builders import causal, complete
 from ..graphs.patterns.registry import as_sequence_graph
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
+from .interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks, source_batch
 from .layers import GraphTransformerEncoderLayer
 from .stacks import GraphTransformer, GraphTransformerEncoder
 
@@ -157,6 +160,36 @@ class GraphTransformerModel(_TokenModel):
         """Logits of the next target token at every target node, (num_target_tokens, tgt_vocab_size)."""
         return self.generator(self.decode(batch, self.encode(batch)))
 
+    # ------------------------------------------------------------------ the tools' interface
+    def attention_sites(self) -> list[AttentionSite]:
+        """Encoder self-attention, decoder self-attention and cross-attention of every layer."""
+        return sites_from_stacks(self, [("transformer.encoder", "encoder self"), ("transformer.decoder", "decoder self")])
+
+    def begin_decoding(self, inputs, *, bos: int | None = None):
+        """Encode the sources once; every target starts with ``bos`` (see :mod:`~gnn_transformer.core.interface`)."""
+        from torch_geometric.data import HeteroData
+
+        if bos is None:
+            raise ValueError("an encoder-decoder model starts every target with a start token: pass bos=")
+        check_token_ids(inputs, self.src_embed.embedding.num_embeddings, "sources")
+        check_token_ids([torch.tensor([bos])], self.generator.out_features, "bos")
+        device = self.generator.weight.device
+        tokens, position, lengths = source_batch(inputs, device)
+        batch = HeteroData()
+        batch["src"].x, batch["src"].position = tokens, position  # (S,), (S,)
+        batch["src", "to", "src"].edge_index = complete(lengths)
+        state = DecodingState.seq2seq(len(self.transformer.decoder.layers), self.encode(batch), position, lengths)
+        return state, [torch.tensor([bos], device=device) for _ in inputs]
+
+    def decode_step(self, state: DecodingState, tokens: Tensor, position: Tensor, edge_index: Tensor, group: Tensor):
+        """Logits of new target nodes (n, V) and their attention weights per layer ``{"self", "cross"}``."""
+        state.grow(position)
+        tgt = self._embed(self.tgt_embed, tokens, position)  # (n, d_model)
+        hidden, weights = self.transformer.decoder(
+            tgt, state.memory, edge_index, state.cross_edges(group), None, None, True, position=position,
+            memory_position=state.memory_position, cache=state.cache)
+        return self.generator(hidden), weights
+
 
 class GraphSequenceModel(_TokenModel):
     r"""A single-stack model (encoder-only or decoder-only) assembled from its parts.
@@ -184,8 +217,10 @@ class GraphSequenceModel(_TokenModel):
             :class:`~gnn_transformer.graphs.SequenceGraph` in :attr:`graph`.
         positional: absolute position encoding, ``positional(position, dtype=)`` -> (N, d_model),
             added to the embeddings; ``None`` for none.
-        relative_bias: a per-edge score bias from positions, ``relative_bias(edge_index, position)``
-            -> (num_edges, H), computed once for all layers (ALiBi, T5); ``None`` for none.
+        relative_bias: a per-edge score bias from positions, ``relative_bias(edge_index, position,
+            key_position=None)`` -> (num_edges, H), computed once for all layers (ALiBi, T5); ``None``
+            for none (``key_position``: the sources' positions when they differ from the targets', as
+            in a decoding step).
         dropout: dropout on the summed input embeddings.
 
     Input: a PyG ``Data`` (or collated batch) with ``x`` token ids, ``position`` and
@@ -240,8 +275,9 @@ class GraphSequenceModel(_TokenModel):
         """Final hidden state of every token, (N, d_model); ``cache`` (one per layer) as in the stack's call."""
         _require(data, ("x", "position", "edge_index"), "data")
         if cache is not None and self.relative_bias is not None:
-            raise NotImplementedError("relative position biases need the positions of every cached token, which an "
-                                      "incremental step does not have; decode with recompute=True")
+            raise NotImplementedError("relative position biases need the positions of every cached token, which "
+                                      "hidden() does not have; decode one step with decode_step(state, ...), whose "
+                                      "state keeps them (gnn_transformer.core.interface)")
         x = self.embed_nodes(data.x, data.position)
         bias = self.edge_bias(data.edge_index, data.position, x.dtype)
         if "edge_bias" in data:
@@ -251,6 +287,32 @@ class GraphSequenceModel(_TokenModel):
     def forward(self, data) -> Tensor:
         """Logits per token, (N, vocab_size); ``data`` holds ``x``, ``position``, ``edge_index``."""
         return self.generator(self.hidden(data))
+
+    # ------------------------------------------------------------------ the tools' interface
+    def attention_sites(self) -> list[AttentionSite]:
+        """One self-attention per layer: ``"decoder self"`` on a causal graph, ``"encoder self"`` otherwise."""
+        kind = "decoder self" if self.graph is not None and self.graph.causal else "encoder self"
+        return sites_from_stacks(self, [("encoder", kind)])
+
+    def begin_decoding(self, inputs, *, bos: int | None = None):
+        """The prompts are the first tokens (``bos`` is not used); needs a causal graph."""
+        if self.graph is None or not self.graph.causal:
+            raise ValueError(f"this {type(self).__name__} attends over {self.graph!r}, not a causal graph, so it "
+                             "cannot decode one token at a time; build it with graph=graphs.causal")
+        check_token_ids(inputs, self.generator.out_features, "prompts")
+        device = self.generator.weight.device
+        return DecodingState.decoder_only(len(self.encoder.layers), device), [t.to(device) for t in inputs]
+
+    def decode_step(self, state: DecodingState, tokens: Tensor, position: Tensor, edge_index: Tensor, group: Tensor):
+        """Logits of the new nodes (n, V) and their attention weights per layer ``{"self"}``; a relative
+        bias (T5 buckets, ALiBi) is computed on the new edges only, from the positions of both ends."""
+        key_position = state.grow(position)  # (num_nodes,)
+        x = self.embed_nodes(tokens, position)  # (n, d_model)
+        bias = None
+        if self.relative_bias is not None:
+            bias = self.relative_bias(edge_index, position, key_position).to(x.dtype)  # (num_new_edges, H)
+        hidden, weights = self.encoder(x, edge_index, bias, True, position=position, cache=state.cache)
+        return self.generator(hidden), [{"self": w} for w in weights]
 
 
 def paper_parts(vocab_size: int, d_model: int = 512, nhead: int = 8, num_layers: int = 6,

@@ -116,7 +116,9 @@ def _layer_stages(stack: _Stack, recording: Recording, index: int, options: _Opt
 
 
 def _self_kind(stack: _Stack) -> str:
-    return "decoder self" if stack.memory_labels is not None else "encoder self"
+    """The recorded kind of a stack's self-attention: ``"decoder self"`` on a causal graph (the model's
+    ``attention_sites()`` say so, for a decoder-only stack too), ``"encoder self"`` otherwise."""
+    return "decoder self" if stack.causal else "encoder self"
 
 
 def _layer_output(stack: _Stack, recording: Recording, index: int) -> Tensor:
@@ -234,7 +236,7 @@ def trace_stages(model: nn.Module, batch, recording: Recording, labels: dict[str
         tokens = labels["tokens"]
         stack = _Stack("stack", title, model.encoder, "encoder", graph.name, is_causal, tokens)
         stages = _inputs(recording, names, model.embed, "tokens", 0, tokens, batch.position, options)
-        stack_edges = recording.attention_of("encoder self", 0).edge_index
+        stack_edges = recording.attention_of(_self_kind(stack), 0).edge_index
         name, words = _graph_words(graph.name, stack_edges, lengths, full=model.graph_for(lengths))
         stages.append(graph_stage("stack.graph", f"{title} graph: {name}", words, [(name, stack_edges, tokens, tokens)]))
         stages += _stack_stages(stack, recording, options)

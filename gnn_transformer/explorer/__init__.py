@@ -14,6 +14,7 @@ Example::
     >>> explore(pattern="window", pattern_options={"radius": 1, "n": 8})  # options of `graph`
     >>> explore(model, batch, vocabulary=vocab)   # your model
     >>> explore(checkpoint="runs/translate")      # a trained model's alignment
+    >>> explore(hf="saved/t5-small", source="translate English to German: the cat")  # save_pretrained folder
 
 The command line does the same: ``gnn-transformer explore --out page.html``.
 """
@@ -54,7 +55,7 @@ class Explorer:
 def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | None = None,
             pattern: str | None = None, checkpoint: str | Path | None = None,
             source: str | Sequence[str] | None = None, target: str | Sequence[str] | None = None,
-            title: str | None = None, pattern_options: dict | None = None) -> Explorer:
+            title: str | None = None, pattern_options: dict | None = None, hf=None) -> Explorer:
     """Run a model once and return the :class:`Explorer` of its attention.
 
     Give one of:
@@ -69,8 +70,18 @@ def explore(model=None, batch=None, *, vocabulary=None, labels: Sequence[str] | 
       underscores); a small seeded encoder runs on its edges;
     * ``checkpoint``: a run folder of ``gnn-transformer train``: a seq2seq task shown on one
       held-out sentence (or on ``source``, fed ``target`` or its own greedy translation), or
-      ``charlm`` on 40 held-out characters (or the text ``source``) on its window graph.
+      ``charlm`` on 40 held-out characters (or the text ``source``) on its window graph;
+    * ``hf``: a Hugging Face GPT-2, BERT, BART or T5, as a ``save_pretrained`` directory or an
+      imported graph model (:func:`gnn_transformer.convert.hf.from_hf`), run on ``source`` (text for
+      the tokenizer saved beside it, else token ids separated by spaces) and, for BART and T5,
+      ``target`` (default: its greedy continuation); see :mod:`.hf`.
     """
+    if hf is not None:
+        if any(value is not None for value in (model, pattern, checkpoint)):
+            raise ValueError("give one of model (with batch), pattern, checkpoint or hf")
+        from .hf import hf_data
+
+        return Explorer(hf_data(hf, source, target, title=title))
     target = target.split() if isinstance(target, str) else target
     given = [name for name, value in (("model", model), ("pattern", pattern), ("checkpoint", checkpoint))
              if value is not None]

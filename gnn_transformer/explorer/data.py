@@ -114,8 +114,10 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
         predictions = {"side": "target" if seq2seq else "source",
                        "labels": target_vocab.decode(logits.argmax(-1).tolist(), strip_end=False)}
     views = recording_views(recording)
-    if not seq2seq:
-        kinds = [{"kind": "encoder self", "label": "self"}]
+    if not seq2seq:  # one stack: its self-attention (encoder or decoder self) runs on the batch's tokens
+        for view in views:
+            view["keys"] = view["queries"] = "source"
+        kinds = [{"kind": kind, "label": "self"} for kind in KINDS if any(view["kind"] == kind for view in views)]
     else:
         kinds = [{"kind": kind, "label": kind} for kind in KINDS if any(view["kind"] == kind for view in views)]
     default_title = " ".join(source) + (" \u2192 " + " ".join(target) if seq2seq else "")

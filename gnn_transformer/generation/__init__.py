@@ -27,8 +27,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .growth import AttentionGraph, GrowingCausalGraph, GrowingSeq2SeqGraph, decodes_causally
-from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedSeq2SeqGraph
+from .growth import AttentionGraph, GrowingCausalGraph, GrowingGraph, GrowingSeq2SeqGraph
+from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedGraph, RecomputedSeq2SeqGraph
+from .hf_beam import hf_beam_search
 from .search import Hypothesis, beam_search, greedy, length_penalty_factor, sample
 
 __all__ = [
@@ -37,9 +38,12 @@ __all__ = [
     "greedy",
     "sample",
     "beam_search",
+    "hf_beam_search",
     "length_penalty_factor",
     "Hypothesis",
     "AttentionGraph",
+    "GrowingGraph",
+    "RecomputedGraph",
     "GrowingSeq2SeqGraph",
     "GrowingCausalGraph",
     "RecomputedSeq2SeqGraph",
@@ -48,31 +52,19 @@ __all__ = [
 ]
 
 STRATEGIES = ("greedy", "beam", "sample")
+BEAM_SCORING = ("paper", "hf")
 
 
 def decoding_graph(model, inputs: Sequence[Tensor], *, bos: int | None = None, recompute: bool = False,
                    record_attention: bool = False, attention_window: int | None = None):
     """The scorer that decodes ``model`` on ``inputs`` (sources of an encoder-decoder model,
-    prompts of a decoder-only one): the growing graph, or with ``recompute`` the
-    whole-graph reference.  ``attention_window`` (decoder-only models) limits each node's
-    edges to the last ``attention_window`` tokens, as ``graphs.causal(lengths, window)``."""
-    from ..core.model import GraphTransformerModel
-
-    if isinstance(model, GraphTransformerModel):
-        if attention_window is not None:
-            raise ValueError("attention_window applies to decoder-only models (sliding-window causal graphs)")
-        if bos is None:
-            raise ValueError("an encoder-decoder model starts every target with a start token: pass bos=")
-        if recompute:
-            return RecomputedSeq2SeqGraph(model, inputs, bos)
-        return GrowingSeq2SeqGraph(model, inputs, bos, record_attention)
-    if decodes_causally(model):
-        if recompute:
-            return RecomputedCausalGraph(model, inputs, attention_window)
-        return GrowingCausalGraph(model, inputs, record_attention, attention_window)
-    raise TypeError(f"cannot decode a {type(model).__name__}: generation needs a GraphTransformerModel or a "
-                    f"single-stack model on a causal graph (GraphDecoderModel, or graph=graphs.causal); this one "
-                    f"attends over {getattr(model, 'graph', None)!r}")
+    prompts of a decoder-only one): the growing graph, or with ``recompute`` the whole graph
+    of every prefix anew.  The model is asked only through :mod:`gnn_transformer.core.interface`.
+    ``attention_window`` (decoder-only models) limits each node's edges to the last
+    ``attention_window`` tokens, as ``graphs.causal(lengths, window)``."""
+    if recompute:
+        return RecomputedGraph(model, inputs, bos, attention_window)
+    return GrowingGraph(model, inputs, bos, record_attention, attention_window)
 
 
 @contextmanager
@@ -91,19 +83,25 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
              bos: int | None = None, eos: int | None = None, beam_size: int = 4, length_penalty: float = 0.6,
              temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
              return_attention: bool = False, recompute: bool = False,
-             attention_window: int | None = None) -> list[Hypothesis]:
+             attention_window: int | None = None, beam_scoring: str = "paper",
+             early_stopping: bool | str = False) -> list[Hypothesis]:
     """Decode every input sequence with ``strategy`` ``"greedy"``, ``"beam"`` or ``"sample"``.
 
     Args:
-        model: a :class:`~gnn_transformer.GraphTransformerModel` (``inputs`` are source
-            sequences, ``bos`` starts each target) or a single-stack model whose graph is causal
-            (``model.graph.causal``: a :class:`~gnn_transformer.GraphDecoderModel`, or any
-            :class:`~gnn_transformer.GraphSequenceModel` built with ``graph=graphs.causal``;
-            ``inputs`` are prompts).  Run in eval mode without autograd; its mode is restored.
+        model: any model implementing :mod:`gnn_transformer.core.interface`: an encoder-decoder
+            model (``inputs`` are source sequences, ``bos`` starts each target; Hugging Face
+            imports default to ``config.decoder_start_token_id``) or a decoder-only one on a
+            causal graph (``inputs`` are prompts): the paper's model, ``GraphDecoderModel``,
+            ``GraphVariantModel``, the GPT-2, BART and T5 imports.  Run in eval mode without
+            autograd; its mode is restored.
         inputs: a ragged batch: one 1-D tensor of token ids per sequence.
         max_new_tokens: at most this many generated tokens per sequence.
         eos: the end token (kept in the output); ``None`` decodes ``max_new_tokens`` tokens.
         beam_size, length_penalty: for ``"beam"`` (see :func:`beam_search`).
+        beam_scoring: ``"paper"`` (:func:`beam_search`: Wu et al.'s length penalty, stop when no live
+            hypothesis can win) or ``"hf"`` (:func:`hf_beam_search`: Hugging Face ``generate``'s
+            :math:`\\log P / |Y|^\\alpha` and its ``early_stopping``; pass ``length_penalty=1.0`` for its default).
+        early_stopping: with ``beam_scoring="hf"``, Hugging Face's ``early_stopping`` (True, False, ``"never"``).
         temperature, top_k, generator: for ``"sample"`` (see :func:`sample`).
         return_attention: attach every layer's per-step attention to each hypothesis.
         recompute: recompute the whole graph at every step instead of growing it (the
@@ -116,12 +114,17 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if beam_scoring not in BEAM_SCORING:
+        raise ValueError(f"beam_scoring must be one of {BEAM_SCORING}, got {beam_scoring!r}")
     with evaluating(model):
         scorer = decoding_graph(model, inputs, bos=bos, recompute=recompute, record_attention=return_attention,
                                 attention_window=attention_window)
         common = dict(max_new_tokens=max_new_tokens, eos=eos, return_attention=return_attention)
         if strategy == "greedy":
             return greedy(scorer, **common)
+        if strategy == "beam" and beam_scoring == "hf":
+            return hf_beam_search(scorer, beam_size=beam_size, length_penalty=length_penalty,
+                                  early_stopping=early_stopping, **common)
         if strategy == "beam":
             return beam_search(scorer, beam_size=beam_size, length_penalty=length_penalty, **common)
         return sample(scorer, temperature=temperature, top_k=top_k, generator=generator, **common)

@@ -15,7 +15,11 @@ hypothesis is a new leaf whose edges come from its ancestors, so reordering beam
 re-indexes a small matrix of node ids (``path``) and never copies a cache.  Pruned
 branches stay in the tree (their nodes are just never attended to again).
 
-Both classes implement the scorer protocol of :mod:`gnn_transformer.generation.search`:
+The model is asked only through :mod:`gnn_transformer.core.interface` (``begin_decoding``,
+``decode_step``): the same growing graph decodes the paper's model, the decoder-only models,
+``GraphVariantModel`` and the Hugging Face imports.
+
+:class:`GrowingGraph` implements the scorer protocol of :mod:`gnn_transformer.generation.search`:
 ``start()`` returns the next-token log-probabilities of one hypothesis per input sequence
 and ``extend(parent, token)`` grows hypothesis ``parent[h]`` by ``token[h]`` and returns
 the log-probabilities of the new hypotheses.
@@ -29,10 +33,10 @@ import torch
 from torch import Tensor
 
 from ..analysis.viz import attention_matrix
-from ..core.attention import KeyValueCache
-from ..graphs.builders import _contiguous_ranges, as_lengths, causal, complete, lengths_to_ptr, positions, to_padded
+from ..core.interface import DECODING, require_interface
+from ..graphs.builders import as_lengths, causal, lengths_to_ptr, positions, to_padded
 
-__all__ = ["AttentionGraph", "GrowingSeq2SeqGraph", "GrowingCausalGraph", "decodes_causally"]
+__all__ = ["AttentionGraph", "GrowingGraph", "GrowingSeq2SeqGraph", "GrowingCausalGraph"]
 
 
 @dataclass
@@ -152,131 +156,85 @@ class _PrefixTree:
     def _edge_kinds(self) -> tuple[str, ...]:
         return ("self",)
 
-    @staticmethod
-    def _log_probs(model, hidden: Tensor) -> Tensor:
-        return torch.log_softmax(model.generator(hidden), dim=-1)  # (n, V)
+class GrowingGraph(_PrefixTree):
+    r"""Incremental decoding of any model implementing :mod:`gnn_transformer.core.interface`.
 
-
-class GrowingSeq2SeqGraph(_PrefixTree):
-    r"""Incremental decoding of a :class:`~gnn_transformer.GraphTransformerModel`.
-
-    The sources are encoded once; each decoding step adds one target node per hypothesis
-    with causal edges from its path and bipartite edges from its pair's source tokens.
+    ``start()`` adds the first tokens of every sequence (the prompt of a decoder-only model, the
+    start token of an encoder-decoder one, as ``model.begin_decoding`` says) as causal graphs and
+    predicts from the last node of each; each later step adds one node per hypothesis with
+    causal edges from its path (and, in the model, bipartite edges from its sources).
 
     Args:
-        model: the encoder-decoder model (in eval mode).
-        sources: one 1-D tensor of source token ids per pair (a ragged batch).
-        bos: the start token every target begins with.
-        record_attention: keep every step's attention weights for :meth:`attention`.
-    """
-
-    def __init__(self, model, sources: Sequence[Tensor], bos: int, record_attention: bool = False) -> None:
-        device = model.generator.weight.device
-        super().__init__(model, record_attention, device)
-        from torch_geometric.data import HeteroData
-
-        sources = _as_token_list(sources, "sources", device)
-        self.src_lengths = as_lengths([s.numel() for s in sources], "source lengths", device)  # (B,)
-        self.src_ptr = lengths_to_ptr(self.src_lengths)  # (B + 1,)
-        batch = HeteroData()
-        batch["src"].x = torch.cat(sources)  # (S,)
-        batch["src"].position = positions(self.src_lengths)  # (S,)
-        batch["src", "to", "src"].edge_index = complete(self.src_lengths)
-        self.src_position = batch["src"].position
-        with torch.no_grad():
-            self.memory = model.encode(batch)  # (S, d_model)
-        self.cache = [{"self": KeyValueCache(), "cross": KeyValueCache(static=True)}
-                      for _ in model.transformer.decoder.layers]
-        self.bos = bos
-        self.num_sequences = len(sources)
-
-    def _edge_kinds(self) -> tuple[str, ...]:
-        return ("self", "cross")
-
-    @torch.no_grad()
-    def start(self) -> Tensor:
-        """Add the start node of every pair; returns log-probs of the first token, (B, V)."""
-        count = self.num_sequences
-        self.path = torch.empty(count, 0, dtype=torch.long, device=self.device)
-        self.depth = torch.zeros(count, dtype=torch.long, device=self.device)
-        self.group = torch.arange(count, device=self.device)
-        token = torch.full((count,), self.bos, dtype=torch.long, device=self.device)
-        return self.extend(torch.arange(count, device=self.device), token)
-
-    @torch.no_grad()
-    def extend(self, parent: Tensor, token: Tensor) -> Tensor:
-        """Grow hypothesis ``parent[h]`` by ``token[h]``; returns the new hypotheses' log-probs, (n, V)."""
-        from torch_geometric.data import HeteroData
-
-        self_edges, position, group = self._add_leaves(parent, token)
-        cross_edges = _contiguous_ranges(self.src_ptr[group], self.src_lengths[group])  # sources -> new
-        step = HeteroData()
-        step["src"].position = self.src_position
-        step["tgt"].x = token  # (n,)
-        step["tgt"].position = position  # (n,)
-        step["tgt", "to", "tgt"].edge_index = self_edges
-        step["src", "to", "tgt"].edge_index = cross_edges
-        hidden, weights = self.model.decode(step, self.memory, return_attention_weights=True, cache=self.cache)
-        self._register(position, self_edges, weights, cross_edges)
-        return self._log_probs(self.model, hidden)
-
-
-def decodes_causally(model) -> bool:
-    """Whether ``model`` is a single stack on a causal graph, asked of the model: its ``graph`` part
-    declares ``causal`` (no token receives an edge from a later one), so one token at a time decodes it."""
-    return getattr(getattr(model, "graph", None), "causal", None) is True
-
-
-class GrowingCausalGraph(_PrefixTree):
-    r"""Incremental decoding of a decoder-only model (:class:`~gnn_transformer.GraphDecoderModel`, or any
-    :class:`~gnn_transformer.GraphSequenceModel` whose graph is causal).
-
-    ``start()`` adds every prompt as a causal graph (a ragged batch) and predicts from the
-    last node of each; each later step adds one node per hypothesis with causal edges from
-    its path.  The self-attention cache of every layer grows by the new nodes.
-
-    Args:
-        model: the decoder-only model (in eval mode).
-        prompts: one non-empty 1-D tensor of token ids per sequence.
+        model: the model (in eval mode).
+        inputs: one non-empty 1-D tensor of token ids per sequence (prompts or sources).
+        bos: the start token of encoder-decoder models (``None``: the model's default, if any).
         record_attention: keep every step's attention weights for :meth:`attention`.
         attention_window: each node attends to the last ``attention_window`` nodes of its path
             only (itself included), as a model trained on ``graphs.causal(lengths, window)``.
     """
 
-    def __init__(self, model, prompts: Sequence[Tensor], record_attention: bool = False,
-                 attention_window: int | None = None) -> None:
-        if not decodes_causally(model):
-            raise TypeError(f"GrowingCausalGraph decodes single-stack models on a causal graph (model.graph.causal, "
-                            f"as GraphDecoderModel's), not a {type(model).__name__} on "
-                            f"{getattr(model, 'graph', None)!r}")
-        device = model.generator.weight.device
+    def __init__(self, model, inputs: Sequence[Tensor], bos: int | None = None, record_attention: bool = False,
+                 attention_window: int | None = None, *, name: str = "inputs") -> None:
+        require_interface(model, DECODING, "decoding")
+        _check_eval(model)
+        inputs = _as_token_list(inputs, name, None)
+        self.state, first = model.begin_decoding(inputs, bos=bos)
+        device = self.state.position.device
+        if attention_window is not None and self.state.memory is not None:
+            raise ValueError("attention_window applies to decoder-only models (sliding-window causal graphs)")
         super().__init__(model, record_attention, device, attention_window)
-        self.prompts = _as_token_list(prompts, "prompts", device)
-        self.cache = [KeyValueCache() for _ in model.encoder.layers]
-        self.num_sequences = len(self.prompts)
+        self.first = [t.to(device) for t in first]
+        self.num_sequences = len(self.first)
+        if self.state.source_lengths is not None:
+            self.src_lengths, self.src_ptr = self.state.source_lengths, self.state.source_ptr
+
+    @property
+    def cache(self) -> list:
+        """The model's per-layer caches of keys and values (``state.cache``)."""
+        return self.state.cache
+
+    def _edge_kinds(self) -> tuple[str, ...]:
+        return ("self",) if self.state.memory is None else ("self", "cross")
 
     @torch.no_grad()
     def start(self) -> Tensor:
-        """Add every prompt; returns the log-probs of the token after each prompt, (B, V)."""
-        lengths = as_lengths([p.numel() for p in self.prompts], device=self.device)  # (B,)
+        """Add the first tokens of every sequence; returns the log-probs of the token after them, (B, V)."""
+        lengths = as_lengths([p.numel() for p in self.first], device=self.device)  # (B,)
         nodes = torch.arange(int(lengths.sum()), device=self.device)
         self.path = to_padded(nodes[:, None], lengths, padding_value=-1)[..., 0]  # (B, L)
         self.depth = lengths
         self.group = torch.arange(lengths.numel(), device=self.device)
         edges, position = causal(lengths, self.attention_window), positions(lengths)
-        last = lengths_to_ptr(lengths)[1:] - 1  # (B,) the last prompt node of each sequence
-        return self._run(torch.cat(self.prompts), position, edges)[last]
+        group = self.group.repeat_interleave(lengths)  # (N,) sequence of each first node
+        last = lengths_to_ptr(lengths)[1:] - 1  # (B,) the last first node of each sequence
+        return self._run(torch.cat(self.first), position, edges, group)[last]
 
     @torch.no_grad()
     def extend(self, parent: Tensor, token: Tensor) -> Tensor:
         """Grow hypothesis ``parent[h]`` by ``token[h]``; returns the new hypotheses' log-probs, (n, V)."""
-        edges, position, _ = self._add_leaves(parent, token)
-        return self._run(token, position, edges)
+        edges, position, group = self._add_leaves(parent, token)
+        return self._run(token, position, edges, group)
 
-    def _run(self, token: Tensor, position: Tensor, edges: Tensor) -> Tensor:
-        from torch_geometric.data import Data
+    def _run(self, token: Tensor, position: Tensor, edges: Tensor, group: Tensor) -> Tensor:
+        logits, weights = self.model.decode_step(self.state, token, position, edges, group)
+        cross = None
+        if self.state.memory is not None:
+            cross = self.state.cross_edges(group)
+        self._register(position, edges, weights, cross)
+        return torch.log_softmax(logits, dim=-1)  # (n, V)
 
-        data = Data(x=token, position=position, edge_index=edges)
-        hidden, weights = self.model.hidden(data, return_attention_weights=True, cache=self.cache)
-        self._register(position, edges, [{"self": w} for w in weights], None)
-        return self._log_probs(self.model, hidden)
+
+class GrowingSeq2SeqGraph(GrowingGraph):
+    """:class:`GrowingGraph` of an encoder-decoder model: ``(model, sources, bos, record_attention)``."""
+
+    def __init__(self, model, sources: Sequence[Tensor], bos: int | None = None,
+                 record_attention: bool = False) -> None:
+        super().__init__(model, sources, bos, record_attention, name="sources")
+
+
+class GrowingCausalGraph(GrowingGraph):
+    """:class:`GrowingGraph` of a decoder-only model: ``(model, prompts, record_attention, attention_window)``."""
+
+    def __init__(self, model, prompts: Sequence[Tensor], record_attention: bool = False,
+                 attention_window: int | None = None) -> None:
+        super().__init__(model, prompts, None, record_attention, attention_window, name="prompts")

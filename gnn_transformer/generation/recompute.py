@@ -17,7 +17,7 @@ from ..graphs import causal, lengths_to_ptr
 from ..graphs.batching import seq2seq_batch, sequence_data
 from .growth import _as_token_list, _check_eval
 
-__all__ = ["PrefixScorer", "RecomputedSeq2SeqGraph", "RecomputedCausalGraph"]
+__all__ = ["PrefixScorer", "RecomputedGraph", "RecomputedSeq2SeqGraph", "RecomputedCausalGraph"]
 
 
 class PrefixScorer(ABC):
@@ -92,3 +92,37 @@ class RecomputedCausalGraph(PrefixScorer):
             data.edge_index = causal([p.numel() for p in prefixes], self.attention_window)
         logits = self.model(data)  # (sum of lengths, V)
         return torch.log_softmax(logits[_last_of_each([p.numel() for p in prefixes])], dim=-1)
+
+
+class RecomputedGraph(PrefixScorer):
+    """Every step decodes each whole prefix from an empty state, through the model's interface
+    (:mod:`gnn_transformer.core.interface`): ``begin_decoding`` once per step, then one
+    ``decode_step`` over the causal graph of every prefix, with no cache carried between steps.
+
+    Any model implementing the interface; the reference of the growing graph (same tokens,
+    log-probabilities equal to rounding).  ``attention_window`` as in :class:`GrowingGraph`.
+    """
+
+    def __init__(self, model, inputs: Sequence[Tensor], bos: int | None = None,
+                 attention_window: int | None = None) -> None:
+        from ..core.interface import DECODING, require_interface
+
+        require_interface(model, DECODING, "decoding")
+        _check_eval(model)
+        self.model, self.bos, self.attention_window = model, bos, attention_window
+        self.inputs = _as_token_list(inputs, "inputs", None)
+        state, first = model.begin_decoding(self.inputs, bos=bos)
+        if attention_window is not None and state.memory is not None:
+            raise ValueError("attention_window applies to decoder-only models (sliding-window causal graphs)")
+        super().__init__(first)
+
+    def _score(self, group, prefixes):
+        from ..graphs import positions
+
+        state, _ = self.model.begin_decoding([self.inputs[g] for g in group.tolist()], bos=self.bos)
+        lengths = [p.numel() for p in prefixes]
+        device = prefixes[0].device
+        owner = torch.arange(len(prefixes), device=device).repeat_interleave(torch.tensor(lengths, device=device))
+        edges = causal(lengths, self.attention_window).to(device)
+        logits, _ = self.model.decode_step(state, torch.cat(prefixes), positions(lengths).to(device), edges, owner)
+        return torch.log_softmax(logits[_last_of_each(lengths).to(device)], dim=-1)

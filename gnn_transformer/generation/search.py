@@ -82,11 +82,17 @@ def _check_steps(max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
 
 
+def _check_eos(eos: int | None, vocab: int) -> None:
+    if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos < vocab):
+        raise ValueError(f"eos must be a token id of the model's vocabulary (0..{vocab - 1}) or None, got {eos!r}")
+
+
 def _one_per_sequence(scorer, choose: Callable[[Tensor], Tensor], max_new_tokens: int, eos: int | None,
                       return_attention: bool) -> list[Hypothesis]:
     """Decode one hypothesis per input sequence, picking each next token with ``choose``."""
     _check_steps(max_new_tokens)
     log_probs = scorer.start()  # (B, V)
+    _check_eos(eos, log_probs.size(-1))
     device = log_probs.device
     group = torch.arange(log_probs.size(0), device=device)  # (n,) input sequence of each live row
     history = torch.empty(log_probs.size(0), 0, dtype=torch.long, device=device)  # (n, t)
@@ -160,6 +166,7 @@ def beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int | N
         raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
     log_probs = scorer.start()  # (B, V)
     num_sequences, vocab = log_probs.shape
+    _check_eos(eos, vocab)
     if beam_size >= vocab:
         raise ValueError(f"beam_size ({beam_size}) must be smaller than the vocabulary ({vocab} tokens)")
     device = log_probs.device

@@ -151,6 +151,9 @@ class ScaledEmbedding(nn.Embedding):
 class ALiBiBias(nn.Module):
     """ALiBi's fixed bias as a part of a model: :func:`~gnn_transformer.variants.biases.alibi_bias` of every edge.
 
+    ``key_position`` (the sources' positions, when they are another node set: the cached nodes of
+    a decoding step) defaults to ``position``.
+
     Shapes: edge_index (2, num_edges), position (N,) -> (num_edges, H).
     """
 
@@ -158,8 +161,8 @@ class ALiBiBias(nn.Module):
         super().__init__()
         self.num_heads = num_heads
 
-    def forward(self, edge_index: Tensor, position: Tensor) -> Tensor:
-        return alibi_bias(edge_index, position, num_heads=self.num_heads)  # (num_edges, H)
+    def forward(self, edge_index: Tensor, position: Tensor, key_position: Tensor | None = None) -> Tensor:
+        return alibi_bias(edge_index, position, key_position, num_heads=self.num_heads)  # (num_edges, H)
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}"

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch_geometric.utils import scatter
 
-from gnn_transformer import GraphDecoderModel, GraphTransformerModel, graphs
+from gnn_transformer import GraphDecoderModel, GraphEncoderModel, GraphTransformerModel, graphs
 from gnn_transformer.core.functional import edge_softmax
 from gnn_transformer.analysis.recording import attention_kind, record
 
@@ -76,8 +76,13 @@ def test_single_stack_models_are_recorded():
     data = graphs.sequence_data(torch.tensor([1, 2, 3]), "causal")
     with record(model) as recording:
         model(data)
-    assert [(e.kind, e.layer) for e in recording.attention] == [("encoder self", 0), ("encoder self", 1)]
+    # the kind comes from the model's attention_sites(): a decoder-only stack's self-attention is causal
+    assert [(e.kind, e.layer) for e in recording.attention] == [("decoder self", 0), ("decoder self", 1)]
     assert recording.attention[0].edge_index.size(1) == 6
+    encoder = GraphEncoderModel(12, d_model=8, nhead=2, num_layers=1, dim_feedforward=16).eval()
+    with record(encoder) as recording:
+        encoder(graphs.sequence_data(torch.tensor([1, 2, 3]), "complete"))
+    assert [(e.kind, e.layer) for e in recording.attention] == [("encoder self", 0)]
 
 
 def test_bad_use_is_named(model, batch):

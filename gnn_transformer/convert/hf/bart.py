@@ -109,6 +109,16 @@ class GraphBartForConditionalGeneration(Seq2SeqGraphModel):
         out = self.decoder(tgt, memory, edge_index=pair.tgt_edges, cross_edge_index=pair.cross_edges)
         return (self.lm_head(out) + self.final_logits_bias).view(b, t, -1), memory  # (B, T, vocab)
 
+    def encode_sources(self, tokens: Tensor, position: Tensor, edge_index: Tensor) -> Tensor:
+        src = self._embed(tokens, self.encoder_positions, self.encoder_embedding_norm, position)  # (S, d)
+        return self.encoder(src, edge_index=edge_index)
+
+    def decoder_logits(self, state, tokens, position, key_position, edge_index, cross_edge_index):
+        tgt = self._embed(tokens, self.decoder_positions, self.decoder_embedding_norm, position)  # (n, d)
+        out, weights = self.decoder(tgt, state.memory, edge_index, cross_edge_index, None, None, True,
+                                    position=position, cache=state.cache)
+        return self.lm_head(out) + self.final_logits_bias[0], weights  # (n, vocab)
+
 
 def _feed_forward() -> list[tuple]:
     return [("linear1.weight", "fc1.weight"), ("linear1.bias", "fc1.bias"),

@@ -11,8 +11,10 @@ The masked-LM head is :math:`\text{logits}_i = \text{LN}_h(\text{GELU}(h_i W_h +
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
+from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks
 from ...core.layers import GraphTransformerEncoderLayer, resolve_activation
 from ...core.stacks import GraphTransformerEncoder
 from ...variants.models import LearnedPositionalEmbedding
@@ -105,3 +107,27 @@ class GraphBertForMaskedLM(HFGraphModel):
         x = self.transform_norm(self.transform_activation(self.transform(x)))
         logits = self.decoder(x).view(b, length, -1)  # (B, L, vocab)
         return MaskedLMOutput(loss=None if labels is None else cross_entropy(logits, labels), logits=logits)
+
+    # ------------------------------------------------------------------ the tools' interface
+    def attention_sites(self) -> list[AttentionSite]:
+        """One self-attention per layer, on the complete graph (causal with ``config.is_decoder``)."""
+        return sites_from_stacks(self, [("encoder", "decoder self" if self.causal else "encoder self")])
+
+    def begin_decoding(self, inputs, *, bos: int | None = None):
+        """Only a BERT built with ``is_decoder=True`` (causal graph) decodes; its prompts are the first tokens."""
+        if not self.causal:
+            raise ValueError("this BERT attends over the complete graph (config.is_decoder is False), so it cannot "
+                             "decode one token at a time")
+        check_token_ids(inputs, self.config.vocab_size, "prompts")
+        device = self.decoder.weight.device
+        return DecodingState.decoder_only(len(self.encoder.layers), device), [t.to(device) for t in inputs]
+
+    def decode_step(self, state: DecodingState, tokens: Tensor, position: Tensor, edge_index: Tensor, group: Tensor):
+        """Logits of the new nodes (n, V) and their attention weights per layer ``{"self"}`` (token type 0)."""
+        state.grow(position)
+        x = self.word_embeddings(tokens) + self.token_type_embeddings(torch.zeros_like(tokens)) \
+            + self.position_embeddings(position)  # (n, d)
+        x = self.dropout(self.embedding_norm(x))
+        x, weights = self.encoder(x, edge_index, None, True, position=position, cache=state.cache)
+        x = self.transform_norm(self.transform_activation(self.transform(x)))
+        return self.decoder(x), [{"self": w} for w in weights]

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...graphs import edges_from_mask
+from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks, source_batch
+from ...graphs import complete, edges_from_mask
 
 # Hugging Face activation names -> this library's (see layers.ACTIVATIONS).
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -250,3 +251,35 @@ class Seq2SeqGraphModel(HFGraphModel):
         logits, memory = self.logits(pair)
         loss = None if labels is None else cross_entropy(logits, labels)
         return Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=memory.view(b, s, -1))
+
+    # ------------------------------------------------------------------ the tools' interface
+    @abstractmethod
+    def encode_sources(self, tokens: Tensor, position: Tensor, edge_index: Tensor) -> Tensor:
+        """The encoder's output (S, d) for source nodes on their complete graphs."""
+
+    @abstractmethod
+    def decoder_logits(self, state: DecodingState, tokens: Tensor, position: Tensor, key_position: Tensor,
+                       edge_index: Tensor, cross_edge_index: Tensor) -> tuple[Tensor, list[dict]]:
+        """Logits (n, vocab) and per-layer attention weights of new target nodes."""
+
+    def attention_sites(self) -> list[AttentionSite]:
+        """Encoder self-attention, decoder self-attention and cross-attention of every layer."""
+        return sites_from_stacks(self, [("encoder", "encoder self"), ("decoder", "decoder self")])
+
+    def begin_decoding(self, inputs, *, bos: int | None = None):
+        """Encode the sources once; every target starts with ``bos`` (default: ``config.decoder_start_token_id``)."""
+        bos = getattr(self.config, "decoder_start_token_id", None) if bos is None else bos
+        if bos is None:
+            raise ValueError(f"{type(self).__name__}: the config has no decoder_start_token_id; pass bos=")
+        check_token_ids(inputs, self.config.vocab_size, "sources")
+        check_token_ids([torch.tensor([bos])], self.config.vocab_size, "bos")
+        device = self.lm_head.weight.device
+        tokens, position, lengths = source_batch(inputs, device)
+        memory = self.encode_sources(tokens, position, complete(lengths))  # (S, d)
+        state = DecodingState.seq2seq(len(self.decoder.layers), memory, position, lengths)
+        return state, [torch.tensor([bos], device=device) for _ in inputs]
+
+    def decode_step(self, state: DecodingState, tokens: Tensor, position: Tensor, edge_index: Tensor, group: Tensor):
+        """Logits of new target nodes (n, V) and their attention weights per layer ``{"self", "cross"}``."""
+        key_position = state.grow(position)
+        return self.decoder_logits(state, tokens, position, key_position, edge_index, state.cross_edges(group))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks
 from ...core.layers import GraphTransformerEncoderLayer
 from ...core.stacks import GraphTransformerEncoder
 from ...variants.models import LearnedPositionalEmbedding
@@ -104,3 +105,21 @@ class GraphGPT2LMHeadModel(HFGraphModel):
         logits = self.lm_head(x).view(b, length, -1)  # (B, L, vocab)
         loss = None if labels is None else cross_entropy(logits[:, :-1], labels[:, 1:])
         return CausalLMOutputWithCrossAttentions(loss=loss, logits=logits)
+
+    # ------------------------------------------------------------------ the tools' interface
+    def attention_sites(self) -> list[AttentionSite]:
+        """One masked self-attention per layer, on the causal graph."""
+        return sites_from_stacks(self, [("decoder", "decoder self")])
+
+    def begin_decoding(self, inputs, *, bos: int | None = None):
+        """The prompts are the first tokens (``bos`` is not used)."""
+        check_token_ids(inputs, self.config.vocab_size, "prompts")
+        device = self.lm_head.weight.device
+        return DecodingState.decoder_only(len(self.decoder.layers), device), [t.to(device) for t in inputs]
+
+    def decode_step(self, state: DecodingState, tokens: Tensor, position: Tensor, edge_index: Tensor, group: Tensor):
+        """Logits of the new nodes (n, V) and their attention weights per layer ``{"self"}``."""
+        state.grow(position)
+        x = self.drop(self.wte(tokens) + self.wpe(position))  # (n, d)
+        x, weights = self.decoder(x, edge_index, None, True, position=position, cache=state.cache)
+        return self.lm_head(x), [{"self": w} for w in weights]

@@ -110,3 +110,16 @@ class GraphT5ForConditionalGeneration(Seq2SeqGraphModel):
         out = self.decoder(tgt, memory, edge_index=pair.tgt_edges, cross_edge_index=pair.cross_edges,
                            edge_bias=tgt_bias)
         return self.lm_head(self.dropout(out) * self.output_scale).view(b, t, -1), memory  # (B, T, vocab)
+
+    def encode_sources(self, tokens: Tensor, position: Tensor, edge_index: Tensor) -> Tensor:
+        src = self.dropout(self.shared(tokens))  # (S, d)
+        bias = self.encoder_bias(edge_index, position)  # (num_edges, H)
+        return self.dropout(self.encoder(src, edge_index=edge_index, edge_bias=bias))
+
+    def decoder_logits(self, state, tokens, position, key_position, edge_index, cross_edge_index):
+        """The relative bias of the new edges only, from the new nodes' and their sources' positions."""
+        tgt = self.dropout(self.shared(tokens))  # (n, d)
+        bias = self.decoder_bias(edge_index, position, key_position)  # (num_new_edges, H)
+        out, weights = self.decoder(tgt, state.memory, edge_index, cross_edge_index, bias, None, True,
+                                    position=position, cache=state.cache)
+        return self.lm_head(self.dropout(out) * self.output_scale), weights  # (n, vocab)
