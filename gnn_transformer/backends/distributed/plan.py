@@ -68,8 +68,11 @@ class DistributedGraph:
             partition, otherwise to contiguous ranges.
         group: the process group (default: the world).  With no initialised process group
             or one rank, everything is local: the strategies call the local backends.
-        check: compare the graph and partitions across ranks (one all-gather of four
+        check: compare the graph and partitions across ranks (one all-gather of eight
             integers per call to this constructor); a mismatch raises ``ValueError``.
+        strategy: the default strategy of attention on this graph (``"halo"``, ``"ring"``,
+            ``"head"``), used where the call names none (e.g. inside
+            :class:`~gnn_transformer.GraphMultiheadAttention`).
 
     Shapes:
         the features this rank passes: queries (``num_local_targets``, H, C) of the nodes
@@ -78,7 +81,11 @@ class DistributedGraph:
     """
 
     def __init__(self, edge_index: Tensor, num_sources: int, num_targets: int | None = None,
-                 source_partition=None, target_partition=None, group=None, check: bool = True) -> None:
+                 source_partition=None, target_partition=None, group=None, check: bool = True,
+                 strategy: str = "halo") -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+        self.strategy = strategy
         self_attention = num_targets is None
         num_targets = num_sources if self_attention else num_targets
         check_edge_index(edge_index, num_sources, num_targets)

@@ -145,7 +145,7 @@ def _head_parallel(q, k, v, graph: DistributedGraph, scale: float, backend: str)
 
 
 def distributed_graph_attention(q: Tensor, k: Tensor, v: Tensor, graph: DistributedGraph, scale: float | None = None,
-                                strategy: str = "halo", backend: str = "chunked") -> Tensor:
+                                strategy: str | None = None, backend: str = "chunked") -> Tensor:
     r"""Exact graph attention with the nodes split across the ranks of ``graph.group``.
 
     Every rank calls it with its share (in the same order on all ranks, as any collective).
@@ -155,7 +155,8 @@ def distributed_graph_attention(q: Tensor, k: Tensor, v: Tensor, graph: Distribu
         k: (S_r, H, C) keys of this rank's sources; v: (S_r, H, Cv) their values.
         graph: this rank's :class:`~.plan.DistributedGraph` (built once, reused by every layer).
         scale: score scale; default :math:`1 / \sqrt{C}`.
-        strategy: ``"halo"``, ``"ring"`` or ``"head"`` (module docstring); all exact, on any graph.
+        strategy: ``"halo"``, ``"ring"`` or ``"head"`` (module docstring); all exact, on any graph;
+            default ``graph.strategy``.
         backend: the local backend of ``"halo"`` and ``"head"`` (``"chunked"``, ``"reference"``,
             ``"fused"``, ``"auto"``); ``"ring"`` always uses the chunked forward and backward.
 
@@ -171,6 +172,7 @@ def distributed_graph_attention(q: Tensor, k: Tensor, v: Tensor, graph: Distribu
     if not isinstance(graph, DistributedGraph):
         raise TypeError(f"graph must be a DistributedGraph (built once per graph on every rank), "
                         f"got {type(graph).__name__}")
+    strategy = graph.strategy if strategy is None else strategy
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
     check_backend(backend)
