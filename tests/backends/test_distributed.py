@@ -135,7 +135,7 @@ def cut(edge_index, src_owner, tgt_owner, rank):
     return len(sent), len(received)
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("world_size", [2, 3, 4])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("name", list(cases(2)))
 def test_every_strategy_gives_the_outputs_and_gradients_of_one_process(world_size, strategy, name, tmp_path_factory):
@@ -155,7 +155,7 @@ def test_every_strategy_gives_the_outputs_and_gradients_of_one_process(world_siz
     assert covered_t.all() and covered_s.all()  # the shards cover the graph
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("world_size", [2, 3, 4])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_bytes_sent_are_the_bytes_predicted(world_size, strategy, tmp_path_factory):
     for result in run(world_size, tmp_path_factory):
@@ -164,7 +164,7 @@ def test_bytes_sent_are_the_bytes_predicted(world_size, strategy, tmp_path_facto
             assert (got["forward"], got["backward"]) == (got["predicted"]["forward"], got["predicted"]["backward"])
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_halo_sends_exactly_the_edge_cut_one_all_to_all_each_way(world_size, tmp_path_factory):
     row = H * (C + CV) * 8
     nonzero = 0

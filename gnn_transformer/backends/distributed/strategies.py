@@ -139,8 +139,12 @@ def _head_parallel(q, k, v, graph: DistributedGraph, scale: float, backend: str)
     heads = graph.head_split(q.size(1))
     q_all = _to_heads(q, graph.targets, heads, graph)  # (T, h_r, C)
     kv_all = _to_heads(torch.cat([k, v], dim=-1), graph.sources, heads, graph)  # (S, h_r, C + Cv)
-    out, _ = run_backend(q_all, kv_all[..., :k.size(2)], kv_all[..., k.size(2):], graph.head_graph, None, scale, 0.0,
-                         backend, False)  # (T, h_r, Cv)
+    if heads[graph.rank] == 0:  # more ranks than heads: nothing to compute here, but the exchanges still run
+        # an empty output tied to q_all and kv_all, so that their all-to-alls run backward on this rank too
+        out = q_all.new_zeros(q_all.size(0), 0, v.size(2)) + q_all.sum() + kv_all.sum()  # (T, 0, Cv)
+    else:
+        out, _ = run_backend(q_all, kv_all[..., :k.size(2)], kv_all[..., k.size(2):], graph.head_graph, None, scale,
+                             0.0, backend, False)  # (T, h_r, Cv)
     return _to_nodes(out, graph.targets, heads, graph)  # (T_r, H, Cv)
 
 
