@@ -24,6 +24,12 @@ from .dense import DenseLayout, MaskGraph, dense_weights, mask_graph
 __all__ = ["GraphMultiheadAttention", "KeyValueCache", "AttentionTensors"]
 
 
+def _is_distributed(graph) -> bool:
+    """Whether ``graph`` is a :class:`~gnn_transformer.backends.distributed.DistributedGraph` (this rank's
+    share of a graph split across processes); asked of the object, so nothing distributed is imported."""
+    return getattr(graph, "splits_across_processes", False) is True
+
+
 class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
     r"""Multi-head attention over the edges of a token graph (arXiv:1706.03762, section 3.2.2).
 
@@ -362,12 +368,26 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
                 k, v = self.project_key_value(key, value, key_position)
             if cache is not None:
                 k, v = cache.append(k, v)
+        if _is_distributed(edge_index):  # this rank's share of a graph split across processes
+            return self._attend_distributed(q if q is not None else self.project_query(query, query_position), k, v,
+                                            edge_index, edge_bias, return_attention_weights, cache)
         edge_index = prepare_edges(edge_index, k.size(0), query.size(0), self)  # checks a plain edge index, once
         check_edge_index(edge_index, num_sources=k.size(0), num_targets=query.size(0))  # prepared: counts only
         if q is None:
             q = self.project_query(query, query_position)
         out, weights = self.attend_projected(q, k, v, edge_index, edge_bias, need_weights=return_attention_weights)
         return (out, weights) if return_attention_weights else out
+
+    def _attend_distributed(self, q, k, v, graph, edge_bias, need_weights, cache) -> Tensor:
+        """Attention of this rank's targets on a ``DistributedGraph`` (backends/distributed), then ``out_proj``."""
+        from ..backends.distributed import distributed_graph_attention
+
+        if edge_bias is not None or need_weights or cache is not None or self.num_virtual_sources() \
+                or (self.training and self.dropout > 0.0):
+            raise ValueError("attention on a DistributedGraph supports no edge_bias, attention weights, cache, "
+                             "bias_k/add_zero_attn or dropout (use eval() or dropout=0.0)")
+        out = distributed_graph_attention(q, k, v, graph, self._scale(), backend=self.backend)  # (T_r, H, C)
+        return F.linear(out.flatten(1), self.out_proj.weight, self.out_proj.bias)  # (T_r, E)
 
     def attend_projected(self, q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor | PreparedGraph,
                          edge_bias: Tensor | None = None, need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
