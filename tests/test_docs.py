@@ -335,7 +335,8 @@ def test_search_page_finds_a_public_name_offline(served, browser):
 
 # Docstring examples written as fragments (they use a ``model``, a ``batch`` or a file from the
 # surrounding text, or show output as a comment), so they are shown but cannot run on their own.
-# Every other ``>>>`` example in the package runs here, in its module's namespace.
+# Every other ``>>>`` example in the package runs here, in its module's namespace plus the
+# imports of the package docstring's quick start (torch, gnn_transformer as gt, graphs, patterns).
 FRAGMENTS = {
     "gnn_transformer.analysis.recording",
     "gnn_transformer.backends.prepared",
@@ -354,11 +355,16 @@ def _docstring_examples():
 
     import gnn_transformer
 
+    import torch
+
+    from gnn_transformer import graphs, patterns
+
+    quick_start = {"torch": torch, "gt": gnn_transformer, "graphs": graphs, "patterns": patterns}
     finder = doctest.DocTestFinder(exclude_empty=True)
     for info in pkgutil.walk_packages(gnn_transformer.__path__, "gnn_transformer."):
         if info.name.startswith("gnn_transformer.cli") or info.name.endswith("__main__"):
             continue
-        for test in finder.find(importlib.import_module(info.name)):
+        for test in finder.find(importlib.import_module(info.name), extraglobs=quick_start):
             if test.examples:
                 yield test
 
