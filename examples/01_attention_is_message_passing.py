@@ -1,14 +1,15 @@
-# %% [markdown]
-# # Attention is message passing
-#
-# "An attention function can be described as mapping a query and a set of key-value pairs to an
-# output, where the query, keys, values, and output are all vectors. The output is computed as a
-# weighted sum of the values" (Vaswani et al., 2017, section 3.2).
-#
-# Read as a graph: every token is a node, "i may look at j" is an edge j -> i, and the weighted
-# sum is what node i receives from its neighbours. This script walks through the three
-# attentions of the paper, checks each against dense torch, and converts a whole
-# `torch.nn.Transformer`. Run it with `python examples/01_attention_is_message_passing.py`.
+"""Attention is message passing
+============================
+
+"An attention function can be described as mapping a query and a set of key-value pairs to an
+output, where the query, keys, values, and output are all vectors. The output is computed as a
+weighted sum of the values" (Vaswani et al., 2017, section 3.2).
+
+Read as a graph: every token is a node, "i may look at j" is an edge j -> i, and the weighted
+sum is what node i receives from its neighbours. This script walks through the three
+attentions of the paper, checks each against dense torch, and converts a whole
+``torch.nn.Transformer``. Run it with ``python examples/01_attention_is_message_passing.py``.
+"""
 
 # %%
 import torch
@@ -20,8 +21,9 @@ from gnn_transformer.testing import relative_difference
 
 torch.manual_seed(0)
 
-# %% [markdown]
-# ## Three graphs
+# %%
+# Three graphs
+# ------------
 # A batch of two sentences, of 3 and 2 tokens, is one graph with 5 nodes (no padding).
 # The encoder's self-attention runs on the complete graph of each sentence, the decoder's masked
 # self-attention on causal edges, the encoder-decoder attention on bipartite edges.
@@ -32,9 +34,10 @@ print("complete :", graphs.complete(lengths).tolist())
 print("causal   :", graphs.causal(lengths).tolist())
 print("bipartite:", graphs.bipartite(lengths, torch.tensor([1, 2])).tolist())
 
-# %% [markdown]
-# ## Scaled dot-product attention, one edge at a time
-# `Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V` (eq. 1). On the graph: a score per edge,
+# %%
+# Scaled dot-product attention, one edge at a time
+# ------------------------------------------------
+# ``Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V`` (eq. 1). On the graph: a score per edge,
 # a softmax over the edges entering each node, a weighted sum of the values along those edges.
 
 # %%
@@ -50,9 +53,10 @@ dense = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.t
                                        attn_mask=~blocked).transpose(0, 1)
 print("graph vs dense attention, max relative difference:", relative_difference(out, dense))
 
-# %% [markdown]
-# ## The whole model
-# `torch.nn.Transformer`'s weights load 1:1 into the graph model; its padded call builds the
+# %%
+# The whole model
+# ---------------
+# ``torch.nn.Transformer``'s weights load 1:1 into the graph model; its padded call builds the
 # graphs from the masks, its graph-native call takes them explicitly.
 
 # %%

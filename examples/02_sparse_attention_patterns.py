@@ -1,16 +1,17 @@
-# %% [markdown]
-# # Sparse attention patterns are graphs
-#
-# "Transformers are powerful sequence models, but require time and memory that grows
-# quadratically with the sequence length. In this paper we introduce sparse factorizations of the
-# attention matrix which reduce this to O(n sqrt(n))." (Child et al., 2019, "Generating Long
-# Sequences with Sparse Transformers").
-#
-# In the graph view a sparse pattern is just another edge set: the same attention, layers and
-# models run on it. This script builds the patterns of `gnn_transformer.graphs.patterns`, counts their
-# edges and the layers information needs to cross a sequence, draws them, and runs a model whose
-# layers alternate the Sparse Transformer's two halves. Run it with
-# `python examples/02_sparse_attention_patterns.py [OUT_DIR]` (default `out/`).
+"""Sparse attention patterns are graphs
+====================================
+
+"Transformers are powerful sequence models, but require time and memory that grows
+quadratically with the sequence length. In this paper we introduce sparse factorizations of the
+attention matrix which reduce this to O(n sqrt(n))." (Child et al., 2019, "Generating Long
+Sequences with Sparse Transformers").
+
+In the graph view a sparse pattern is just another edge set: the same attention, layers and
+models run on it. This script builds the patterns of ``gnn_transformer.graphs.patterns``, counts their
+edges and the layers information needs to cross a sequence, draws them, and runs a model whose
+layers alternate the Sparse Transformer's two halves. Run it with
+``python examples/02_sparse_attention_patterns.py [OUT_DIR]`` (default ``out/``).
+"""
 
 # %%
 import sys
@@ -32,9 +33,10 @@ OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("out")
 torch.manual_seed(0)
 warnings.filterwarnings("ignore", message="enable_nested_tensor")  # torch's note when converting back
 
-# %% [markdown]
-# ## The patterns, counted
-# Every builder takes sequence lengths and returns `edge_index` (2, num_edges): row 0 the key j,
+# %%
+# The patterns, counted
+# ---------------------
+# Every builder takes sequence lengths and returns ``edge_index`` (2, num_edges): row 0 the key j,
 # row 1 the query i. We count edges and the maximum path length: the number of stacked layers
 # after which every token has heard every token it can reach.
 
@@ -58,13 +60,14 @@ for name, build in PATTERNS.items():
 star = patterns.star([16])  # 16 satellites + 1 relay node, numbered last
 print(f"{'star (16 + relay)':26s} {star.size(1):10d} {'':6s} {max_path_length(star, 17):9d}")
 
-# %% [markdown]
+# %%
 # The maximum path length counts only pairs that can exchange information at all: a block-local
 # or a dilated pattern on its own never connects some pairs (the last column), however deep the
 # stack -- which is why Longformer mixes dilated heads with plain ones.
 
-# %% [markdown]
-# ## Pictures: the matrix of each pattern (query rows, key columns)
+# %%
+# Pictures: the matrix of each pattern (query rows, key columns)
+# --------------------------------------------------------------
 
 # %%
 figure, axes = plt.subplots(2, 5, figsize=(17, 7.5), layout="constrained")
@@ -76,7 +79,7 @@ rows = patterns.grid_rows((4, 4), text_length=2, causal=True)
 viz.plot_adjacency(rows, 18, ax=axes.flat[9], title=f"DALL-E rows, 2 text + 4x4 image\n{rows.size(1)} edges")
 print("wrote", viz.save(figure, OUT / "patterns.png", dpi=80))
 
-# %% [markdown]
+# %%
 # ...and two of them as token graphs (an arrow from key to query), drawn through networkx.
 
 # %%
@@ -85,8 +88,9 @@ viz.draw_token_graph(patterns.bigbird([16], 1, 1, 2), 16, ax=left, title="BigBir
 viz.draw_token_graph(star, 17, layout="circle", center=[16], ax=right, title="Star-Transformer: ring + relay (16)")
 print("wrote", viz.save(figure, OUT / "pattern_graphs.png", dpi=80))
 
-# %% [markdown]
-# ## A model whose layers alternate the two halves of the strided pattern
+# %%
+# A model whose layers alternate the two halves of the strided pattern
+# --------------------------------------------------------------------
 # "One head attend[s] to the previous l locations, and the other head attend[s] to every l-th
 # location" -- here as alternating layers: a per-layer list of edge sets, for a ragged batch.
 # The graph model equals torch's layers run with the matching boolean masks.

@@ -1,16 +1,17 @@
-# %% [markdown]
-# # Attention as a networkx graph: rollout and flow
-#
-# "In the Transformer model, 'self-attention' combines information from attended embeddings into
-# the representation of the focal embedding in the next layer. Thus, across layers of the
-# Transformer, information originating from different tokens gets increasingly mixed."
-# (Abnar & Zuidema, 2020, "Quantifying Attention Flow in Transformers").
-#
-# The library returns attention per edge and per head from every layer. Here a small encoder
-# learns to reverse a sequence; its attention becomes a `networkx.DiGraph` (weights as edge
-# attributes, tokens as node labels), the layers become one layered graph, and attention
-# rollout and attention flow say how much of each input token reaches each output token.
-# Run it with `python examples/03_attention_flow_networkx.py [OUT_DIR]` (default `out/`).
+"""Attention as a networkx graph: rollout and flow
+===============================================
+
+"In the Transformer model, 'self-attention' combines information from attended embeddings into
+the representation of the focal embedding in the next layer. Thus, across layers of the
+Transformer, information originating from different tokens gets increasingly mixed."
+(Abnar & Zuidema, 2020, "Quantifying Attention Flow in Transformers").
+
+The library returns attention per edge and per head from every layer. Here a small encoder
+learns to reverse a sequence; its attention becomes a ``networkx.DiGraph`` (weights as edge
+attributes, tokens as node labels), the layers become one layered graph, and attention
+rollout and attention flow say how much of each input token reaches each output token.
+Run it with ``python examples/03_attention_flow_networkx.py [OUT_DIR]`` (default ``out/``).
+"""
 
 # %%
 import sys
@@ -30,8 +31,9 @@ from gnn_transformer.analysis import attention_flow, attention_rollout, layered_
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("out")
 torch.manual_seed(0)
 
-# %% [markdown]
-# ## A task whose attention we can predict
+# %%
+# A task whose attention we can predict
+# -------------------------------------
 # Output position i must name the token at position L - 1 - i: each query has to find its mirror.
 
 # %%
@@ -59,8 +61,9 @@ with torch.no_grad():
     accuracy = (model(data).argmax(-1) == target.flatten()).double().mean()
 print(f"reversal: loss {loss.item():.3f}, accuracy {accuracy:.1%} on a fresh batch")
 
-# %% [markdown]
-# ## One sentence, its attention per layer, as networkx graphs
+# %%
+# One sentence, its attention per layer, as networkx graphs
+# ---------------------------------------------------------
 
 # %%
 words = "the cat sat on a warm mat today".split()
@@ -78,8 +81,9 @@ stack = layered_graph(one.edge_index, weights, LENGTH, labels=words)
 print(f"layered graph of the stack: {stack.number_of_nodes()} nodes (3 layers x 8 tokens), "
       f"{stack.number_of_edges()} edges")
 
-# %% [markdown]
-# ## Rollout and flow
+# %%
+# Rollout and flow
+# ----------------
 # Rollout multiplies the layers' attention matrices, each mixed with the identity for the
 # residual connection: (A + I) / 2, rows renormalised, heads averaged. Flow treats the same
 # numbers as capacities of the layered graph and solves a maximum-flow problem per

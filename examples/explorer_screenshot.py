@@ -1,15 +1,16 @@
-# %% [markdown]
-# # The explorer page, photographed
-#
-# `gnn-transformer explore` writes one HTML page of a model run: tokens as nodes, attention
-# weights as edges, the dense matrix beside them. This script writes such a page and takes the
-# screenshot README shows (`docs/images/explorer.png`) in headless Chromium, with one target
-# token hovered so that its in-edges and their weights show.
-#
-# Run it with `python examples/explorer_screenshot.py [RUN_DIR] [OUT_DIR]` (`RUN_DIR` may be `""`): with `RUN_DIR`, a run
-# of `gnn-transformer train translate --out RUN_DIR` (its alignment on a held-out sentence);
-# without, the untrained demo model. Needs `pip install 'gnn-transformer[browser]'` and a
-# Chromium (Debian: `apt-get install chromium`).
+"""The explorer page, photographed
+===============================
+
+``gnn-transformer explore`` writes one HTML page of a model run: tokens as nodes, attention
+weights as edges, the dense matrix beside them. This script writes such a page and takes the
+screenshot README shows (``docs/images/explorer.png``) in headless Chromium, with one target
+token hovered so that its in-edges and their weights show.
+
+Run it with ``python examples/explorer_screenshot.py [RUN_DIR] [OUT_DIR]`` (``RUN_DIR`` may be ``""``): with ``RUN_DIR``, a run
+of ``gnn-transformer train translate --out RUN_DIR`` (its alignment on a held-out sentence);
+without, the untrained demo model. Needs ``pip install 'gnn-transformer[browser]'`` and a
+Chromium (Debian: ``apt-get install chromium``).
+"""
 
 # %%
 import sys
@@ -21,7 +22,7 @@ from gnn_transformer.explorer.browser import screenshot
 RUN = Path(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] else None
 OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("docs/images")
 
-# %% [markdown]
+# %%
 # The page: a trained model's cross-attention (the last decoder layer) or the demo model's.
 
 # %%
@@ -34,7 +35,7 @@ else:
 page = explorer.save(OUT / "explorer.html")
 
 
-# %% [markdown]
+# %%
 # Choose the view through the page's own controls, hover one target token, photograph.
 
 # %%

@@ -83,7 +83,7 @@ class TrainedRun:
 
     @property
     def vocabulary(self) -> Vocabulary:
-        """The decoder-only model's vocabulary (seq2seq runs: ``task.src_vocab``/``task.tgt_vocab``)."""
+        """The decoder-only model's vocabulary (for seq2seq runs, ``task.src_vocab`` and ``task.tgt_vocab``)."""
         if self.is_seq2seq:
             raise ValueError(f"{self.folder} is a seq2seq run: use its task's src_vocab and tgt_vocab")
         return Vocabulary(self.config["vocabulary"][2:])  # the saved symbols start with <s>, </s>

@@ -76,7 +76,7 @@ def t5_buckets(relative: Tensor, bidirectional: bool, num_buckets: int, max_dist
 
 
 def alibi_matrix(heads: int, length: int, dtype) -> Tensor:
-    """-m_h |i - j| with m_h = 2^(-8h/H) for a power-of-two H (H, L, L)."""
+    """``-m_h |i - j|`` with ``m_h = 2^(-8h/H)`` for a power-of-two H (H, L, L)."""
     slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)], dtype=torch.float64)
     distance = (torch.arange(length)[None, :] - torch.arange(length)[:, None]).abs().double()
     return (-slopes[:, None, None] * distance).to(dtype)

@@ -7,14 +7,14 @@ Every variant is either per node or per edge, so none needs a new attention:
 variant                what it changes                                             where in the graph
 =====================  ==========================================================  =================
 pre / post norm        ``norm_first``: :math:`x + f(N(x))` or :math:`N(x + f(x))`  per node
-LayerNorm / RMSNorm    ``norm="layer" | "rms"`` (:class:`~gnn_transformer.core.norms.RMSNorm`)  per node
+LayerNorm / RMSNorm    ``norm="layer" | "rms"`` (:class:`.RMSNorm`)                per node
 feed-forward           ``relu``, ``gelu``, ``gelu_tanh``, ``silu``; gated           per node
                        ``swiglu``, ``geglu``, ``reglu`` (arXiv:2002.05202)
 absolute positions     sinusoidal (the paper's) or learned, added to embeddings    node attribute
 rotary positions       :class:`RotaryEmbedding` rotates q and k of each node       per node, before
                        (arXiv:2104.09864)                                          message passing
-ALiBi / T5 biases      :func:`~gnn_transformer.variants.biases.alibi_bias`,                 per edge, shared
-                       :class:`~gnn_transformer.variants.biases.RelativePositionBias`        by all layers
+ALiBi / T5 biases      :func:`.alibi_bias`,                                        per edge, shared
+                       :class:`.RelativePositionBias`                              by all layers
 tied embeddings        output layer shares the token embedding                     per node
 =====================  ==========================================================  =================
 

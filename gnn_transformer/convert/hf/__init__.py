@@ -1,14 +1,14 @@
 """Hugging Face ``transformers`` models rebuilt as message passing on token graphs.
 
-===============================  ==================================  ============================================
-original                         graph model                         graphs
-===============================  ==================================  ============================================
-``GPT2LMHeadModel``              :class:`GraphGPT2LMHeadModel`        causal
-``BertForMaskedLM``              :class:`GraphBertForMaskedLM`        complete (causal if ``config.is_decoder``)
-``BartForConditionalGeneration`` :class:`GraphBartForConditionalGeneration`  complete, causal, bipartite
-``T5ForConditionalGeneration``   :class:`GraphT5ForConditionalGeneration`    complete, causal, bipartite; T5
-                                                                     buckets as per-edge biases shared by layers
-===============================  ==================================  ============================================
+==================================  ===========================================  ============================================
+original                            graph model                                  graphs
+==================================  ===========================================  ============================================
+``GPT2LMHeadModel``                 :class:`GraphGPT2LMHeadModel`                causal
+``BertForMaskedLM``                 :class:`GraphBertForMaskedLM`                complete (causal if ``config.is_decoder``)
+``BartForConditionalGeneration``    :class:`GraphBartForConditionalGeneration`   complete, causal, bipartite
+``T5ForConditionalGeneration``      :class:`GraphT5ForConditionalGeneration`     complete, causal, bipartite; T5
+                                                                                 buckets as per-edge biases shared by layers
+==================================  ===========================================  ============================================
 
 Each graph model takes the original's call (``input_ids``, ``attention_mask``,
 ``token_type_ids``, ``position_ids``, ``decoder_input_ids``, ``decoder_attention_mask``,

@@ -52,7 +52,7 @@ class Option:
 
     @property
     def flag(self) -> str:
-        """The command line's spelling: ``num_global`` -> ``--num-global``."""
+        """The command line's spelling of the option (``num_global`` -> ``--num-global``)."""
         return "--" + self.name.replace("_", "-")
 
     def check(self, value: Any) -> Any:
