@@ -29,7 +29,7 @@ class TokenEmbedding(nn.Module):
     Initialised from :math:`\mathcal{N}(0, d_\text{model}^{-1})`, so the scaled
     embedding has unit variance, like the positional encoding it is added to.
 
-    Token ids outside ``[0, num_embeddings)`` are an error (:func:`check_token_ids`), checked
+    Token ids outside ``[0, num_embeddings)`` are an error (:func:`~gnn_transformer.core.embedding.check_token_ids`), checked
     without reading a value back to the host: a model on a prepared graph makes no host sync.
 
     Shapes: tokens (N,) -> (N, d_model).

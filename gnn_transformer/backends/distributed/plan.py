@@ -181,7 +181,7 @@ class DistributedGraph:
     # ---------------------------------------------------------------- ring
     @cached_property
     def ring_blocks(self) -> list[PreparedGraph | None]:
-        """Per source owner o: this rank's targets x o's sources, or ``None`` without edges."""
+        """For each source owner o, the edges from o's sources to this rank's targets (``None`` without edges)."""
         src, tgt = self.local_edges
         owner = self.sources.owner[src]
         blocks = []
