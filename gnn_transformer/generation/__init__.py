@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .arguments import check_generate_arguments
 from .growth import AttentionGraph, GrowingCausalGraph, GrowingSeq2SeqGraph, decodes_causally
 from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedSeq2SeqGraph
 from .search import Hypothesis, beam_search, greedy, length_penalty_factor, sample
@@ -114,8 +115,9 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
     Returns:
         one :class:`Hypothesis` per input sequence.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_generate_arguments(inputs, strategy=strategy, max_new_tokens=max_new_tokens, bos=bos, eos=eos,
+                             beam_size=beam_size, length_penalty=length_penalty, temperature=temperature, top_k=top_k,
+                             attention_window=attention_window)
     with evaluating(model):
         scorer = decoding_graph(model, inputs, bos=bos, recompute=recompute, record_attention=return_attention,
                                 attention_window=attention_window)
