@@ -227,7 +227,7 @@ BAD_ATTENTION_ARGUMENTS = [
     ("edge_index", lambda e: e.double(), "edge_index must hold integer node indices"),
     ("edge_index", lambda e: e.bool(), "edge_index must hold integer node indices"),
     ("edge_index", lambda e: e.tolist(), "edge_index must be a (2, num_edges) integer tensor, got list"),
-    ("edge_index", lambda e: e.t(), "edge_index must have shape (2, num_edges)"),
+    ("edge_index", lambda e: torch.cat([e, e[:1]]), "edge_index must have shape (2, num_edges)"),
     ("edge_index", lambda e: e[:1], "edge_index must have shape (2, num_edges)"),
     ("edge_index", lambda e: torch.cat([e, torch.tensor([[0], [99]])], 1), "edge_index refers to target node 99"),
     ("edge_index", lambda e: torch.cat([e, torch.tensor([[-1], [0]])], 1), "edge_index holds a negative node index"),
@@ -237,8 +237,10 @@ BAD_ATTENTION_ARGUMENTS = [
 ]
 
 
-@given(case=attention_case(), backend=st.sampled_from(CPU_BACKENDS),
-       bad=st.sampled_from(BAD_ATTENTION_ARGUMENTS))
+@pytest.mark.parametrize("bad", BAD_ATTENTION_ARGUMENTS, ids=[f"{name}-{fragment}" for name, _, fragment in
+                                                               BAD_ATTENTION_ARGUMENTS])
+@given(case=attention_case(), backend=st.sampled_from(CPU_BACKENDS))
+@settings(max_examples=max(1, settings().max_examples // 5))  # x 25 parameters
 def test_graph_attention_refuses_a_bad_argument_naming_it(case, backend, bad):
     q, k, v, edge_index, _ = case
     name, corrupt, fragment = bad
@@ -318,7 +320,9 @@ BAD_MODULE_CALLS = [
 ]
 
 
-@given(data=padded_batch(), bad=st.sampled_from(range(len(BAD_MODULE_CALLS))))
+@pytest.mark.parametrize("bad", range(len(BAD_MODULE_CALLS)))
+@given(data=padded_batch())
+@settings(max_examples=max(1, settings().max_examples // 5))  # x 8 parameters
 def test_modules_refuse_bad_inputs_naming_them(data, bad):
     x = data[0]
     _, graph, _, graph_layer = module_pair(True)
@@ -374,19 +378,19 @@ BAD_MASK_CALLS = [
 ]
 
 
-@given(bad=st.sampled_from(BAD_MASK_CALLS))
+@pytest.mark.parametrize("bad", BAD_MASK_CALLS, ids=[fragment for _, fragment in BAD_MASK_CALLS])
 def test_mask_conversion_refuses_bad_masks_naming_them(bad):
     arguments, fragment = bad
     call = {"batch_size": 1, "tgt_len": 3, "src_len": 3, **arguments}
     raises_own(lambda: edges_from_mask(**call), fragment)
 
 
-@given(bad=st.sampled_from([
+@pytest.mark.parametrize("bad", [
     (lambda e: edges_to_mask(e.float(), 3, 3), "edge_index must hold integer node indices"),
     (lambda e: edges_to_mask(e, 2, 3), "edge_index refers to target node 2"),
     (lambda e: edges_to_mask(e, 3, -1), "num_sources must be an integer >= 0"),
     (lambda e: edges_to_mask(e, 3, 3, edge_bias=torch.zeros(2)), "edge_bias must be a floating-point tensor"),
-]))
+])
 def test_edges_to_mask_refuses_bad_edges_naming_them(bad):
     call, fragment = bad
     raises_own(lambda: call(graphs.complete([3])), fragment)
@@ -408,17 +412,17 @@ BAD_GENERATE = [
     ("inputs", dict(inputs=[torch.tensor([1.0, 2.0])]), "inputs[0] must hold integer token ids"),
     ("inputs", dict(inputs=[torch.tensor([[1, 2]])]), "inputs[0] must be 1-D"),
     ("strategy", dict(strategy="topp"), "strategy must be one of"),
-    ("max_new_tokens", dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
-    ("max_new_tokens", dict(max_new_tokens=2.5), "max_new_tokens must be an integer"),
-    ("beam_size", dict(strategy="beam", beam_size=0), "beam_size must be >= 1"),
-    ("beam_size", dict(beam_size=True), "beam_size must be an integer"),
-    ("temperature", dict(strategy="sample", temperature=0.0), "temperature must be positive and finite"),
-    ("temperature", dict(temperature=float("nan")), "temperature must be positive and finite"),
-    ("top_k", dict(top_k=0), "top_k must be >= 1"),
+    ("max_new_tokens", dict(max_new_tokens=0), "max_new_tokens must be a positive integer, got 0"),
+    ("max_new_tokens", dict(max_new_tokens=2.5), "max_new_tokens must be a positive integer, got float"),
+    ("beam_size", dict(strategy="beam", beam_size=0), "beam_size must be a positive integer, got 0"),
+    ("beam_size", dict(beam_size=True), "beam_size must be a positive integer, got bool"),
+    ("temperature", dict(strategy="sample", temperature=0.0), "temperature must be > 0 and finite"),
+    ("temperature", dict(temperature=float("nan")), "temperature must be > 0 and finite"),
+    ("top_k", dict(top_k=0), "top_k must be a positive integer or None, got 0"),
     ("length_penalty", dict(length_penalty=float("inf")), "length_penalty must be finite"),
-    ("eos", dict(eos=-1), "eos must be >= 0"),
-    ("bos", dict(bos="<s>"), "bos must be an integer"),
-    ("attention_window", dict(attention_window=0), "attention_window must be >= 1"),
+    ("eos", dict(eos=-1), "eos must be an integer >= 0 or None, got -1"),
+    ("bos", dict(bos="<s>"), "bos must be an integer >= 0 or None, got str"),
+    ("attention_window", dict(attention_window=0), "attention_window must be a positive integer or None"),
 ]
 
 
@@ -435,7 +439,7 @@ def test_generation_on_valid_arguments_matches_the_recomputing_decoder(prompts, 
     assert all(math.isfinite(h.score) for h in grown)
 
 
-@given(bad=st.sampled_from(BAD_GENERATE))
+@pytest.mark.parametrize("bad", BAD_GENERATE, ids=[fragment for _, _, fragment in BAD_GENERATE])
 def test_generation_refuses_bad_arguments_naming_them(bad):
     from gnn_transformer.generation import generate
 
@@ -571,19 +575,60 @@ def test_options_a_pattern_does_not_read_are_not_checked(argv, capsys):
 # ------------------------------------------------------------------------------------ 20x, marked slow
 FUZZ_TESTS = [test_builders_on_valid_lengths_match_python_loops, test_builders_refuse_invalid_lengths_naming_them,
               test_patterns_on_valid_options_are_graphs_on_their_nodes, test_patterns_refuse_a_bad_option_naming_it,
-              test_graph_attention_on_valid_inputs_matches_dense_attention,
-              test_graph_attention_refuses_a_bad_argument_naming_it, test_modules_torch_style_calls_match_torch,
-              test_modules_graph_native_call_matches_the_masked_call, test_modules_refuse_bad_inputs_naming_them,
-              test_mask_conversion_round_trips, test_generation_on_valid_arguments_matches_the_recomputing_decoder]
+              test_graph_attention_on_valid_inputs_matches_dense_attention, test_modules_torch_style_calls_match_torch,
+              test_modules_graph_native_call_matches_the_masked_call, test_mask_conversion_round_trips,
+              test_generation_on_valid_arguments_matches_the_recomputing_decoder,
+              test_a_corrupted_checkpoint_names_the_file]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("test", FUZZ_TESTS, ids=[test.__name__ for test in FUZZ_TESTS])
-def test_fuzz_with_twenty_times_the_examples(test):
-    """The same tests, with 20x the profile's examples (the settings are swapped for this call only)."""
+def test_fuzz_with_twenty_times_the_examples(test, request):
+    """The same tests, with 20x the profile's examples (the settings are swapped for this call only).
+
+    Minutes on 2 cores: run on request (``pytest -m slow tests/test_fuzz.py``), skipped otherwise.
+    """
+    if "slow" not in (request.config.getoption("markexpr") or "") or "not slow" in request.config.getoption("markexpr"):
+        pytest.skip("20x the examples: run with -m slow")
     original = test._hypothesis_internal_use_settings
     test._hypothesis_internal_use_settings = settings(original, max_examples=original.max_examples * 20)
     try:
         test()
     finally:
         test._hypothesis_internal_use_settings = original
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    (dict(dropout=1.5), "dropout must be in [0, 1]"),
+    (dict(dropout=-0.1), "dropout must be in [0, 1]"),
+    (dict(dropout="0.1"), "dropout must be a number"),
+    (dict(scale=float("nan")), "scale must be finite and positive"),
+    (dict(scale=0.0), "scale must be finite and positive"),
+    (dict(num_heads=3), "must be a positive multiple of num_heads"),
+    (dict(num_heads=0), "num_heads must be positive"),
+    (dict(backend="dense"), "unknown backend 'dense'"),
+])
+def test_module_constructors_refuse_bad_options_naming_them(arguments, fragment):
+    options = {"embed_dim": 8, "num_heads": 2, **arguments}
+    raises_own(lambda: GraphMultiheadAttention(**options), fragment)
+    if "scale" not in arguments and "backend" not in arguments:  # the layers pass these on under other names
+        layer = {"d_model": options.pop("embed_dim"), "nhead": options.pop("num_heads"), **options}
+        raises_own(lambda: GraphTransformerEncoderLayer(**layer), fragment.replace("num_heads", "num_heads"))
+
+
+def test_a_mask_passed_as_edge_index_is_named_as_a_mask():
+    _, _, _, graph_layer = module_pair(True)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    with pytest.raises(TypeError) as excinfo:
+        graph_layer(x, edge_index=torch.zeros(3, 3, dtype=torch.bool))
+    assert_own_error(excinfo, "edge_index must hold integer node indices", "torch-style mask")
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32])
+def test_small_integer_edge_indices_give_the_int64_result_in_the_modules(dtype):
+    _, graph, _, graph_layer = module_pair(True)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    edges = graphs.causal([2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x, x, x, edges.to(dtype)), graph(x, x, x, edges), rtol=0, atol=0)
+        torch.testing.assert_close(graph_layer(x, edges.to(dtype)), graph_layer(x, edges), rtol=0, atol=0)

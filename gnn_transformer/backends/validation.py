@@ -27,7 +27,9 @@ def check_edge_index(edge_index, num_sources: int, num_targets: int, name: str =
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"{name} must be a (2, num_edges) integer tensor, got {type(edge_index).__name__}")
     if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool or edge_index.is_complex():
-        raise TypeError(f"{name} must hold integer node indices, got dtype {edge_index.dtype}")
+        raise TypeError(f"{name} must hold integer node indices, got dtype {edge_index.dtype}: a bool or "
+                        f"floating tensor is a torch-style mask (pass it as the mask, or convert it with "
+                        f"graphs.edges_from_mask)")
     if edge_index.dtype not in INDEX_DTYPES:
         raise TypeError(f"{name} must be an int64 or int32 tensor, got dtype {edge_index.dtype}: convert it "
                         f"with {name}.long() (graph_attention and the modules convert it themselves)")
@@ -76,7 +78,8 @@ def check_edge_bias(edge_bias: Tensor | None, num_edges: int, num_heads: int, dt
     if edge_bias is None:
         return None
     if not isinstance(edge_bias, Tensor) or not edge_bias.dtype.is_floating_point:
-        raise TypeError(f"edge_bias must be a floating-point tensor, got {getattr(edge_bias, 'dtype', type(edge_bias))}")
+        given = getattr(edge_bias, "dtype", type(edge_bias))
+        raise TypeError(f"edge_bias must be a floating-point tensor, got {given}")
     if edge_bias.dim() == 1:
         edge_bias = edge_bias.unsqueeze(-1)
     if edge_bias.dim() != 2 or edge_bias.size(0) != num_edges or edge_bias.size(1) not in (1, num_heads):

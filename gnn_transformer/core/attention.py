@@ -16,7 +16,7 @@ from torch_geometric.utils import scatter
 from ..backends import GraphAttentionPropagation, check_backend, run_backend
 from ..backends.prepared import PreparedGraph
 from ..backends.validation import (check_divisible, check_edge_bias, check_edge_index, check_module_input,
-                                   check_node_features)
+                                   check_node_features, check_probability, check_scale)
 from ..errors import BatchMismatchError, ShapeError
 from .calls import is_graph_call, prepare_edges
 from .conversion import TorchCounterpart
@@ -126,6 +126,8 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         elif head_dim <= 0 or num_heads <= 0:
             raise ValueError(f"head_dim and num_heads must be positive, got {head_dim} and {num_heads}")
         check_backend(backend)
+        dropout = check_probability(dropout, "dropout", closed=True)  # torch's nn.Dropout allows 1
+        scale = check_scale(scale)
         factory = {"device": device, "dtype": dtype}
         super().__init__()
         self.embed_dim = embed_dim

@@ -24,18 +24,18 @@ def _is_int(value) -> bool:
 def _int(value, name: str, minimum: int, optional: bool = False) -> None:
     if value is None and optional:
         return
+    expected = ("a positive integer" if minimum == 1 else f"an integer >= {minimum}") + (" or None" if optional else "")
     if not _is_int(value):
-        expected = f"an integer >= {minimum}" + (" or None" if optional else "")
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be {expected}, got {value}")
 
 
 def _real(value, name: str, positive: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     if not math.isfinite(float(value)) or (positive and value <= 0):
-        raise ValueError(f"{name} must be {'positive and ' if positive else ''}finite, got {value!r}")
+        raise ValueError(f"{name} must be {'> 0 and ' if positive else ''}finite, got {value!r}")
 
 
 def check_generate_arguments(inputs, *, strategy: str, max_new_tokens, bos, eos, beam_size, length_penalty,
