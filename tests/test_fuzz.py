@@ -130,8 +130,9 @@ def pattern_call(draw, valid: bool):
         elif option.type is int:
             low, high = SIZES.get(key, (option.minimum, option.minimum + 3))
             options[key] = draw(st.integers(low, high))
-    if name == "convolution" and not options["causal"] and options["kernel_size"] % 2 == 0:
-        options["kernel_size"] += 1  # a centred kernel is odd (an even one is refused: tested in test_patterns)
+    centred = name == "grid-window" or (name == "convolution" and not options["causal"])
+    if centred and options["kernel_size"] % 2 == 0:
+        options["kernel_size"] += 1  # a centred kernel is odd (an even one is refused: see below)
     bad = None
     if not valid:
         candidates = [key for key in spec.used_options if OPTIONS[key].type is int]
@@ -163,6 +164,11 @@ def test_patterns_on_valid_options_are_graphs_on_their_nodes(call):
 def test_patterns_refuse_a_bad_option_naming_it(call):
     name, options, bad = call
     raises_own(lambda: build_pattern(name, **options), f"pattern option {bad}")
+
+
+@pytest.mark.parametrize("name, options", [("grid-window", {}), ("convolution", {"causal": False})])
+def test_an_even_centred_kernel_is_refused_naming_it(name, options):
+    raises_own(lambda: build_pattern(name, kernel_size=2, **options), "odd kernel_size")
 
 
 def test_a_pattern_ignores_the_options_it_does_not_read():
