@@ -67,10 +67,47 @@ shapes and raises ``RuntimeError`` for others), the error is also an instance of
 class, so code that catches torch's exceptions keeps working: the classes in
 :mod:`gnn_transformer.errors` are both, e.g. ``ShapeError(ValueError, AssertionError)``,
 ``MaskShapeError``, ``MaskTypeError``, ``FeatureSizeError``, ``BatchMismatchError``,
-``CausalHintError``, ``NumHeadsError``, ``ActivationError``.  Where torch's class depends
-on its code path (``norm_first``, the decoder's causal-mask detection), the error is an
-instance of each class torch raises there.  Graph-native inputs (``edge_index``,
-``edge_bias``), which torch does not have, raise plain ``ValueError``/``TypeError``.
+``CausalHintError``, ``NumHeadsError``, ``ActivationError``, ``InputDtypeError`` (an input
+that is not floating point, or not in the dtype or on the device of the weights: a
+``TypeError`` and torch's ``RuntimeError``).  Where torch's class depends on its code path
+(``norm_first``, the decoder's causal-mask detection), the error is an instance of each class
+torch raises there.  Graph-native inputs (``edge_index``, ``edge_bias``), which torch does not
+have, raise plain ``ValueError``/``TypeError``.  Checkpoints that cannot be read or belong to
+another model raise ``CheckpointError`` (a ``ValueError`` naming the file); the command line
+turns every user error into one line on stderr and exit status 2 (``--debug``: the traceback).
+
+**What is validated where?**  Once, where a call enters the library; never again inside.
+
+* graph builders and patterns (``graphs.complete``, ``causal``, ``bipartite``, ``positions``,
+  ..., ``build_pattern``, ``sequence_graph``): lengths are a 1-D integer tensor or a list of
+  Python/NumPy integers (a single number, bools, floats, float tensors, sets and mappings are
+  refused); ``window`` and the other integer options are integers (not bools) in range.  A
+  pattern checks only the options it reads (``causal`` ignores ``height``).
+* ``graph_attention``: q, k, v floating tensors of one dtype and device, shapes (T, H, C) and
+  (S, H, C); ``edge_index`` an integer tensor (int64/int32; uint8, int16, ... are converted to
+  int64 for every backend alike), shape (2, num_edges), indices in range; ``edge_bias``'s shape;
+  ``scale`` finite and positive; ``dropout_p`` in [0, 1); ``backend`` one this installation runs.
+* modules (attention, layers, stacks, models): the constructor's sizes, heads and options;
+  each call its inputs (floating, in the weights' dtype and on their device, unless autocast is
+  on; feature sizes; masks' dtypes and shapes, named by torch's argument names).  A torch-style
+  call is told from a graph-native one by the argument's type: an integer tensor where torch
+  takes a mask, that is not a (2, num_edges) edge index, is refused as a mask (``MaskTypeError``
+  naming ``src_mask``, ``tgt_mask``, ...), never taken as edges.  A plain ``edge_index`` is
+  checked at the outermost call and prepared once (next entry).
+* mask conversion (``edges_from_mask``, ``edges_to_mask``): masks bool or floating, their
+  shapes, the sizes non-negative integers.
+* ``generate``: ``inputs`` a list of 1-D integer tensors, ``strategy``, and every decoding
+  option (``max_new_tokens``, ``beam_size``, ``top_k``, ``attention_window`` >= 1, ``temperature``
+  positive, ``length_penalty`` finite, ``bos``/``eos`` token ids), before the model runs.
+* command line: every option when it is parsed (:mod:`gnn_transformer.cli.options`: positive
+  sizes, ``nhead`` dividing ``d-model``, probabilities in [0, 1), devices that exist, an existing
+  ``--file``, a writable ``--out``); a pattern's options only where the pattern reads them.
+
+Nothing is validated in the hot path: layers, stacks, backends and kernels trust what the
+boundary checked, and a :class:`PreparedGraph` is trusted after it was built (no host
+synchronisation).  ``tests/test_fuzz.py`` draws valid and invalid inputs for each of these
+surfaces: a valid one must equal a reference, an invalid one must raise this library's error,
+from inside the library, naming the argument.
 
 **Do forward hooks fire as in torch?**  Yes.  Every submodule is called through its
 ``__call__`` in both calls, so forward hooks and pre-hooks (and the tools built on them:

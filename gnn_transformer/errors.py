@@ -26,6 +26,7 @@ __all__ = [
     "CausalHintError",
     "NumHeadsError",
     "ActivationError",
+    "InputDtypeError",
 ]
 
 
@@ -85,3 +86,10 @@ class NumHeadsError(ValueError, AssertionError):
 
 class ActivationError(ValueError, RuntimeError):
     """An activation name the layer does not know; torch raises ``RuntimeError``."""
+
+
+class InputDtypeError(TypeError, RuntimeError):
+    """A module input that is not floating point, or not in the dtype or on the device of the weights.
+
+    torch fails inside its matrix products (``RuntimeError``: "mat1 and mat2 must have the same dtype").
+    """

@@ -1,10 +1,15 @@
 """Input checks that turn bad input into errors naming the problem and the fix."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
-from ..errors import FeatureSizeError, NumHeadsError, ShapeError
+from ..errors import FeatureSizeError, InputDtypeError, NumHeadsError, ShapeError
+
+INDEX_DTYPES = (torch.int64, torch.int32)  # what PyG's index_select/scatter and the kernels take
 
 
 def is_prepared(graph) -> bool:
@@ -39,7 +44,12 @@ def check_edge_index(edge_index, num_sources: int, num_targets: int, name: str =
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"{name} must be a (2, num_edges) integer tensor, got {type(edge_index).__name__}")
     if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool or edge_index.is_complex():
-        raise TypeError(f"{name} must hold integer node indices, got dtype {edge_index.dtype}")
+        raise TypeError(f"{name} must hold integer node indices, got dtype {edge_index.dtype}: a bool or "
+                        f"floating tensor is a torch-style mask (pass it as the mask, or convert it with "
+                        f"graphs.edges_from_mask)")
+    if edge_index.dtype not in INDEX_DTYPES:
+        raise TypeError(f"{name} must be an int64 or int32 tensor, got dtype {edge_index.dtype}: convert it "
+                        f"with {name}.long() (graph_attention and the modules convert it themselves)")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"{name} must have shape (2, num_edges), got {tuple(edge_index.shape)}")
     if edge_index.numel() == 0:
@@ -100,7 +110,8 @@ def check_edge_bias(edge_bias: Tensor | None, num_edges: int, num_heads: int, dt
     if edge_bias is None:
         return None
     if not isinstance(edge_bias, Tensor) or not edge_bias.dtype.is_floating_point:
-        raise TypeError(f"edge_bias must be a floating-point tensor, got {getattr(edge_bias, 'dtype', type(edge_bias))}")
+        given = getattr(edge_bias, "dtype", type(edge_bias))
+        raise TypeError(f"edge_bias must be a floating-point tensor, got {given}")
     if edge_bias.dim() == 1:
         edge_bias = edge_bias.unsqueeze(-1)
     if edge_bias.dim() != 2 or edge_bias.size(0) != num_edges or edge_bias.size(1) not in (1, num_heads):
@@ -130,3 +141,85 @@ def check_node_features(x: Tensor, num_features: int, name: str) -> None:
         raise ShapeError(f"{name} must have shape (num_nodes, {num_features}), got {tuple(x.shape)}")
     if x.size(1) != num_features:
         raise FeatureSizeError(f"{name} has {x.size(1)} features per node but the module expects {num_features}")
+
+
+# ---------------------------------------------------------------- the public boundary's arguments
+# Checked once where a call enters the library (graph_attention, a module's call); Python values
+# and tensor metadata only: nothing here reads a tensor's values (no host synchronisation).
+
+
+def as_edge_index(edge_index, name: str = "edge_index"):
+    """``edge_index`` with another integer dtype (uint8, int8, int16, ...) converted to int64; lossless.
+
+    int64 and int32 indices, prepared graphs and anything else pass through unchanged (anything
+    else is refused by :func:`check_edge_index`).  Every backend then sees the same dtypes.
+    """
+    if isinstance(edge_index, Tensor) and edge_index.dtype not in INDEX_DTYPES and not (
+            edge_index.dtype.is_floating_point or edge_index.is_complex() or edge_index.dtype == torch.bool):
+        if edge_index.dtype == torch.uint64:  # the one integer dtype int64 cannot hold: refused, not wrapped
+            raise TypeError(f"{name} must be an int64 or int32 tensor, got dtype {edge_index.dtype}")
+        return edge_index.to(torch.int64)
+    return edge_index
+
+
+def check_features(**tensors) -> None:
+    """Each argument a floating-point tensor, all of one dtype and on one device (``q=..., k=..., v=...``).
+
+    Integer features are refused (the backends would disagree on the output's dtype); lists and
+    other values are refused with their type named.
+    """
+    first = None
+    for name, value in tensors.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a floating-point tensor, got {type(value).__name__}")
+        if not value.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}: convert it with "
+                            f"{name}.float() (or .to(dtype))")
+        if first is None:
+            first = (name, value)
+            continue
+        if value.device != first[1].device:
+            raise ValueError(f"{name} is on {value.device} but {first[0]} is on {first[1].device}: "
+                             f"put q, k, v on one device")
+
+
+def check_scale(scale, name: str = "scale") -> float | None:
+    """``None`` (the default 1 / sqrt(C)) or a finite, positive real number, returned as a float."""
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"{name} must be a positive number or None, got {type(scale).__name__} {scale!r}")
+    value = float(scale)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and positive, got {value!r}")
+    return value
+
+
+def check_probability(p, name: str = "dropout_p", closed: bool = False) -> float:
+    """A dropout probability as a float: in [0, 1), or [0, 1] with ``closed`` (torch's modules allow 1)."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1{']' if closed else ')'}, got {type(p).__name__} {p!r}")
+    value = float(p)
+    if not (0.0 <= value < 1.0 or (closed and value == 1.0)):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value!r}")
+    return value
+
+
+def check_module_input(x, weight: Tensor, name: str) -> None:
+    """A module's input: a floating tensor in the dtype and on the device of the module's ``weight``.
+
+    torch's modules fail inside a matrix product for these (``RuntimeError``), hence
+    :class:`~gnn_transformer.errors.InputDtypeError` (a ``TypeError`` and a ``RuntimeError``).
+    Under ``torch.autocast`` the dtypes may differ, as torch allows there.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise InputDtypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}: convert it with "
+                              f"{name}.to({weight.dtype})")
+    if x.device != weight.device:
+        raise InputDtypeError(f"{name} is on {x.device} but the module's weights are on {weight.device}: move one "
+                              f"of them (module.to({str(x.device)!r}) or {name}.to({str(weight.device)!r}))")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise InputDtypeError(f"{name} has dtype {x.dtype} but the module's weights are {weight.dtype}: convert one "
+                              f"of them (module.to({x.dtype}) or {name}.to({weight.dtype}))")

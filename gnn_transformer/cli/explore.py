@@ -15,6 +15,23 @@ import argparse
 from pathlib import Path
 
 from .graph import PATTERNS, add_pattern_options, pattern_arguments
+from .options import output_file
+
+
+def page_file(text: str) -> Path:
+    """``--out`` of ``explore``: a writable file path ending in .html."""
+    path = Path(output_file(text))
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise argparse.ArgumentTypeError(f"the page must end in .html, got {path.name!r}")
+    return path
+
+
+def run_folder(text: str) -> Path:
+    """``--checkpoint`` of ``explore``: a folder that exists (what is in it is checked when it is loaded)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {text!r}" if not path.exists() else f"{text!r} is not a folder")
+    return path
 
 
 def add_parser(subparsers) -> None:
@@ -22,10 +39,11 @@ def add_parser(subparsers) -> None:
         "explore", help="write an HTML page of a model's attention as token graphs (hover for the numbers)",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("explorer.html"), help="the page to write (.html)")
+    parser.add_argument("--out", type=page_file, default=Path("explorer.html"), help="the page to write (.html)")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--pattern", metavar="NAME", help=f"a pattern's edges: one of {', '.join(PATTERNS)}")
-    group.add_argument("--checkpoint", metavar="DIR", type=Path,
+    group.add_argument("--pattern", metavar="NAME", choices=PATTERNS,
+                       help=f"a pattern's edges: one of {', '.join(PATTERNS)}")
+    group.add_argument("--checkpoint", metavar="DIR", type=run_folder,
                        help="a run folder of 'gnn-transformer train' (copy, reverse, sort, translate, charlm)")
     group.add_argument("--hf", metavar="DIR", type=Path,
                        help="a Hugging Face GPT-2, BERT, BART or T5 folder written by save_pretrained")
@@ -43,15 +61,11 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..explorer import explore
 
-    if args.out.is_dir():
-        raise SystemExit(f"gnn-transformer explore: --out {args.out} is a folder; give a file name ending in .html")
-    if args.out.suffix.lower() not in (".html", ".htm"):
-        raise SystemExit(f"gnn-transformer explore: --out must end in .html, got {args.out.name!r}")
     if args.pattern is not None and (args.source or args.target):
         raise SystemExit("gnn-transformer explore: --source/--target name words of a model; a pattern's tokens "
                          "are t0 .. tN")
+    options = pattern_arguments(args) if args.pattern is not None else {}  # checked: only the pattern's own
     try:
-        options = pattern_arguments(args) if args.pattern is not None else {}  # as `graph` names them
         if args.hf is not None:
             if not args.source:
                 raise ValueError("--hf needs --source: the text (or token ids) the model reads")

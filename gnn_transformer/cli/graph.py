@@ -8,21 +8,58 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..graphs.patterns.registry import OPTIONS, PATTERNS as REGISTRY, Pattern, build_pattern
+from ..graphs.patterns.registry import OPTIONS, PATTERNS as REGISTRY, Option, Pattern, build_pattern
+from .options import existing_file, non_negative_int, output_file, positive_int
 
-__all__ = ["PATTERNS", "Pattern", "add_parser", "add_pattern_options", "pattern_arguments", "run", "draw"]
+__all__ = ["PATTERNS", "Pattern", "add_parser", "add_pattern_options", "pattern_arguments", "picture_file", "run",
+           "draw"]
 
 PATTERNS = tuple(REGISTRY)  # the names, in the registry's order
 
 
-def pattern_arguments(args: argparse.Namespace) -> dict:
-    """The pattern options of parsed ``args``, by their registry names (``{"n": 16, "radius": 2, ...}``)."""
-    return {name: getattr(args, name) for name in OPTIONS}
+def _option_type(option: Option):
+    """The command line's check of a pattern option (:mod:`~gnn_transformer.cli.options`), by its registry entry."""
+    if option.name == "file":
+        return existing_file
+    if option.type is int:
+        return positive_int if option.minimum == 1 else non_negative_int
+    return str
+
+
+def pattern_arguments(args: argparse.Namespace, pattern: str | None = None) -> dict:
+    """The options pattern ``pattern`` (default ``args.pattern``) reads, checked, by their registry names.
+
+    Only the options the pattern uses are checked (``graph causal`` does not look at ``--height``);
+    the values of the others are left out, so the registry's defaults stand.  A bad value exits
+    with one line naming the option, as argparse does (status 2 through the command line's ``main``).
+    """
+    name = pattern or args.pattern
+    values = {}
+    for key in REGISTRY[name].used_options:
+        option, text = OPTIONS[key], getattr(args, key)
+        if text is None or option.type is bool:
+            values[key] = option.default if text is None else text
+            continue
+        try:
+            value = _option_type(option)(text)
+            values[key] = option.check(value) if option.choices else value
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            command = getattr(args, "command", "graph")
+            raise SystemExit(f"gnn-transformer {command} {name}: argument {option.flag}: {error}") from None
+    return values
 
 
 def _build(args: argparse.Namespace) -> Pattern:
     """The pattern ``args.pattern`` with the options of ``args`` (see :func:`build_pattern`)."""
     return build_pattern(args.pattern, **pattern_arguments(args))
+
+
+def picture_file(text: str) -> Path:
+    """``--out`` of ``graph``: a writable file path ending in .png or .svg."""
+    path = Path(output_file(text))
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise argparse.ArgumentTypeError(f"the picture must end in .png or .svg, got {path.name!r}")
+    return path
 
 
 def add_parser(subparsers) -> None:
@@ -33,28 +70,31 @@ def add_parser(subparsers) -> None:
     parser.add_argument("pattern", choices=PATTERNS, metavar="PATTERN", help=f"one of {', '.join(PATTERNS)}")
     add_pattern_options(parser)
     parser.add_argument("--layout", choices=("line", "circle", "spring", "grid"), help="node layout of the drawing")
-    parser.add_argument("--out", type=Path, help="write the picture here (.png or .svg)")
+    parser.add_argument("--out", type=picture_file, help="write the picture here (.png or .svg)")
     parser.set_defaults(func=run)
 
 
 def add_pattern_options(parser: argparse.ArgumentParser) -> None:
     """The options that size and shape a pattern, one per entry of the registry's ``OPTIONS`` (shared with
-    ``gnn-transformer explore --pattern``)."""
+    ``gnn-transformer explore --pattern``).
+
+    They are read as text and checked by :func:`pattern_arguments` once the pattern is known, so
+    that an option the pattern does not use is neither required nor checked.
+    """
     for option in OPTIONS.values():
         if option.type is bool:
             parser.add_argument(option.flag, action="store_true", help=option.help)
         else:
-            parser.add_argument(option.flag, type=option.type, default=option.default, choices=option.choices,
-                                help=option.help)
+            choices = f"; one of {', '.join(option.choices)}" if option.choices else ""
+            parser.add_argument(option.flag, metavar=option.name.upper(),
+                                help=f"{option.help} (default: {option.default}{choices})")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis import max_path_length
 
-    if args.out is not None and args.out.suffix.lower() not in (".png", ".svg"):
-        raise SystemExit(f"gnn-transformer graph: --out must end in .png or .svg, got {args.out.name!r}")
     try:
-        pattern = _build(args)
+        pattern = _build(args)  # a bad option value exits first, with one line naming the option
     except (ValueError, TypeError) as error:
         raise SystemExit(f"gnn-transformer graph {args.pattern}: {error}") from error
     edges = pattern.edge_index.size(1)

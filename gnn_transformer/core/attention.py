@@ -15,7 +15,8 @@ from torch_geometric.utils import scatter
 
 from ..backends import GraphAttentionPropagation, check_backend, run_backend
 from ..backends.prepared import PreparedGraph
-from ..backends.validation import check_divisible, check_edge_bias, check_edge_index, check_node_features
+from ..backends.validation import (check_divisible, check_edge_bias, check_edge_index, check_module_input,
+                                   check_node_features, check_probability, check_scale)
 from ..errors import BatchMismatchError, ShapeError
 from .calls import is_graph_call, prepare_edges
 from .conversion import TorchCounterpart
@@ -131,6 +132,8 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         elif head_dim <= 0 or num_heads <= 0:
             raise ValueError(f"head_dim and num_heads must be positive, got {head_dim} and {num_heads}")
         check_backend(backend)
+        dropout = check_probability(dropout, "dropout", closed=True)  # torch's nn.Dropout allows 1
+        scale = check_scale(scale)
         factory = {"device": device, "dtype": dtype}
         super().__init__()
         self.embed_dim = embed_dim
@@ -326,7 +329,7 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
     # ------------------------------------------------------------------ calls
     def forward(self, *args, **kwargs):
         """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
-        if is_graph_call(args, kwargs, position=3, name="edge_index"):
+        if is_graph_call(args, kwargs, position=3, name="edge_index", mask_name="key_padding_mask"):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
@@ -353,12 +356,15 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         which the fast backends reuse) is trusted: only its node counts are compared.  Weights are
         computed only when asked for (the reference backend always has them).
         """
+        check_module_input(query, self.out_proj.weight, "query")
         check_node_features(query, self.embed_dim, "query")
         q = None
         if cache is not None and cache.static and cache.filled:
             k, v = cache.key, cache.value
         else:
+            check_module_input(key, self.out_proj.weight, "key")
             check_node_features(key, self.kdim, "key")
+            check_module_input(value, self.out_proj.weight, "value")
             check_node_features(value, self.vdim, "value")
             if key.size(0) != value.size(0):
                 raise ValueError(f"key has {key.size(0)} source tokens but value has {value.size(0)}")
@@ -446,6 +452,8 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         ``graph`` (internal) is the masks already converted by the calling layer or stack
         (:func:`~gnn_transformer.core.dense.mask_graph`); the masks are then not read again.
         """
+        for name, tensor in (("query", query), ("key", key), ("value", value)):
+            check_module_input(tensor, self.out_proj.weight, name)  # floating, in the weights' dtype and device
         if query.dim() != key.dim() or key.dim() != value.dim():
             raise BatchMismatchError(
                 f"query, key and value must all be batched (3-D) or all unbatched (2-D), got "

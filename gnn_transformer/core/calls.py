@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from ..backends.prepared import PreparedGraph
+from ..backends.validation import as_edge_index
+from ..errors import MaskTypeError
 
 
 def is_edge_set(value) -> bool:
@@ -26,16 +28,28 @@ def is_edge_set(value) -> bool:
     return hasattr(value, "edge_index")
 
 
-def is_graph_call(args: tuple, kwargs: dict, position: int, name: str) -> bool:
+def is_graph_call(args: tuple, kwargs: dict, position: int, name: str, mask_name: str | None = None) -> bool:
     """Whether the argument ``name`` (keyword, or positional at ``position``) is an edge set.
 
     torch's masks are bool or floating-point tensors; edge indices are integer tensors.
     Passing ``name`` by keyword always makes the call graph-native (its value may be ``None``
-    where a module runs without edges, e.g. a recurrent step of linear attention).
+    where a module runs without edges, e.g. a recurrent step of linear attention).  An integer
+    tensor at ``position`` that cannot be an edge index (not of shape (2, num_edges)) is refused
+    with :class:`~gnn_transformer.errors.MaskTypeError` naming both readings: torch's call has the
+    mask ``mask_name`` there, and a torch mask is bool or floating point.
     """
     if name in kwargs:
         return True
-    return len(args) > position and is_edge_set(args[position])
+    if len(args) <= position or not is_edge_set(args[position]):
+        return False
+    value = args[position]
+    if isinstance(value, Tensor) and (value.dim() != 2 or value.size(0) != 2):
+        as_mask = f" or, in the torch-style call, {mask_name}" if mask_name else ""
+        raise MaskTypeError(
+            f"argument {position} is an integer tensor of shape {tuple(value.shape)} ({value.dtype}): as {name} it "
+            f"must have shape (2, num_edges){as_mask}, a mask must be bool or floating point"
+        )
+    return True
 
 
 def prepare_edges(edge_index, num_sources: int, num_targets: int, attention=None, *, memo: dict | None = None):
@@ -53,7 +67,8 @@ def prepare_edges(edge_index, num_sources: int, num_targets: int, attention=None
         key = (id(edge_index), num_sources, num_targets)
         if memo is not None and key in memo:
             return memo[key]
-        graph = PreparedGraph(edge_index, num_sources, num_targets)
+        # uint8, int16, ... -> int64 (lossless), as graph_attention does
+        graph = PreparedGraph(as_edge_index(edge_index), num_sources, num_targets)
         if memo is not None:
             memo[key] = graph
     elif isinstance(edge_index, PreparedGraph):

@@ -48,7 +48,8 @@ import math
 from torch import Tensor
 
 from ..backends import PreparedGraph, available_backends, check_backend, edge_softmax, run_backend, select_backend
-from ..backends.validation import check_attention_inputs
+from ..backends.validation import (as_edge_index, check_attention_inputs, check_features, check_probability,
+                                   check_scale)
 
 __all__ = ["graph_attention", "edge_softmax", "available_backends", "select_backend"]
 
@@ -73,14 +74,15 @@ def graph_attention(
         q: queries of the targets, (T, H, C).
         k: keys of the sources, (S, H, C).
         v: values of the sources, (S, H, Cv).
-        edge_index: (2, num_edges), row 0 = source j, row 1 = target i; or a
+        edge_index: (2, num_edges) integer tensor (int64 or int32; other integer dtypes are
+            converted to int64), row 0 = source j, row 1 = target i; or a
             :class:`~gnn_transformer.backends.prepared.PreparedGraph` of it (for ``T`` targets and
             ``S`` sources), which the fast backends reuse across calls.
         edge_bias: additive per-edge score bias, (num_edges, H), or (num_edges, 1) /
             (num_edges,) for one bias shared by all heads.  ``-inf`` removes the edge
             for that head.
-        scale: score scale; default ``1 / sqrt(C)``.
-        dropout_p: dropout probability on the attention weights (applied whenever > 0,
+        scale: score scale, finite and positive; default ``1 / sqrt(C)``.
+        dropout_p: dropout probability in [0, 1) on the attention weights (applied whenever > 0,
             as in ``F.scaled_dot_product_attention``; modules pass 0 in eval mode).
         backend: ``"reference"`` (PyG message passing), ``"chunked"``, ``"fused"`` or
             ``"auto"`` (see the module docstring and :func:`select_backend`).
@@ -90,6 +92,12 @@ def graph_attention(
     Returns:
         out of shape (T, H, Cv), and weights of shape (num_edges, H) if requested.
 
+    Raises:
+        TypeError: q, k, v not floating-point tensors (or of different dtypes), an ``edge_index``
+            that is not an integer tensor, a ``scale`` or ``dropout_p`` that is not a number.
+        ValueError: wrong shapes, node indices out of range, a ``scale`` that is not finite and
+            positive, a ``dropout_p`` outside [0, 1), an unknown ``backend``.
+
     Example::
 
         >>> q = k = v = torch.randn(3, 2, 4)            # 3 tokens, 2 heads, head size 4
@@ -97,8 +105,12 @@ def graph_attention(
         >>> out.shape
         torch.Size([3, 2, 4])
     """
+    check_features(q=q, k=k, v=v)  # floating tensors on one device
+    scale = check_scale(scale)  # None, or finite and positive
+    dropout_p = check_probability(dropout_p, "dropout_p")  # in [0, 1)
+    edge_index = as_edge_index(edge_index)  # uint8, int16, ... -> int64, for every backend alike
     backend = check_backend(backend)
     edge_bias = check_attention_inputs(q, k, v, edge_index, edge_bias)
-    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     out, weights = run_backend(q, k, v, edge_index, edge_bias, scale, dropout_p, backend, return_attention_weights)
     return (out, weights) if return_attention_weights else out

@@ -24,7 +24,7 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backends.validation import check_node_features
+from ..backends.validation import check_module_input, check_node_features
 from ..errors import ActivationError
 from .attention import GraphMultiheadAttention, KeyValueCache
 from .calls import is_graph_call, prepare_edges, source_count, with_weights
@@ -203,7 +203,7 @@ class GraphTransformerEncoderLayer(_GraphLayer):
 
     def forward(self, *args, **kwargs):
         """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
-        if is_graph_call(args, kwargs, position=1, name="edge_index"):
+        if is_graph_call(args, kwargs, position=1, name="edge_index", mask_name="src_mask"):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
@@ -215,6 +215,7 @@ class GraphTransformerEncoderLayer(_GraphLayer):
         ``position`` (N,) feeds the attention's ``qk_transform`` (if any); with a ``cache``, x holds
         only new nodes and ``edge_index`` sources index every cached node (incremental decoding).
         """
+        check_module_input(x, self.self_attn.out_proj.weight, "x")
         check_node_features(x, self.self_attn.embed_dim, "x")
         edge_index = prepare_edges(edge_index, source_count(cache, x.size(0)), x.size(0), self.self_attn)
         weights = []
@@ -235,6 +236,7 @@ class GraphTransformerEncoderLayer(_GraphLayer):
 
         ``graph`` (internal): the masks already converted by the stack, read instead of the masks.
         """
+        check_module_input(src, self.self_attn.out_proj.weight, "src")
         check_padded_features(src, self.self_attn.embed_dim, "src")
         if graph is None:
             layout = DenseLayout.of(src, self.self_attn.batch_first, "src")
@@ -282,7 +284,7 @@ class GraphTransformerDecoderLayer(_GraphLayer):
 
     def forward(self, *args, **kwargs):
         """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
-        if is_graph_call(args, kwargs, position=2, name="edge_index"):
+        if is_graph_call(args, kwargs, position=2, name="edge_index", mask_name="tgt_mask"):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
@@ -297,10 +299,12 @@ class GraphTransformerDecoderLayer(_GraphLayer):
         incrementally (x holds only the new target nodes; memory may be ``None`` once the
         static cross-attention cache is filled).
         """
+        check_module_input(x, self.self_attn.out_proj.weight, "x")
         check_node_features(x, self.self_attn.embed_dim, "x")
         cache = cache or {}
         self_cache, cross_cache = cache.get("self"), cache.get("cross")
         if memory is not None:
+            check_module_input(memory, self.self_attn.out_proj.weight, "memory")
             check_node_features(memory, self.self_attn.embed_dim, "memory")
         elif not (cross_cache is not None and cross_cache.static and cross_cache.filled):
             raise ValueError("memory is None: pass the encoder output (memory may be None only with a filled "
@@ -336,7 +340,9 @@ class GraphTransformerDecoderLayer(_GraphLayer):
 
         ``graph``/``cross_graph`` (internal): the masks already converted by the stack.
         """
+        check_module_input(tgt, self.self_attn.out_proj.weight, "tgt")
         check_padded_features(tgt, self.self_attn.embed_dim, "tgt")
+        check_module_input(memory, self.self_attn.out_proj.weight, "memory")
         check_padded_features(memory, self.self_attn.embed_dim, "memory")
         if graph is None or cross_graph is None:
             graph, cross_graph = decoder_graphs(

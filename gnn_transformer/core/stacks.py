@@ -117,7 +117,7 @@ class GraphTransformerEncoder(_Stack):
 
     def forward(self, *args, **kwargs):
         """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
-        if is_graph_call(args, kwargs, position=1, name="edge_index"):
+        if is_graph_call(args, kwargs, position=1, name="edge_index", mask_name="mask"):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
@@ -183,7 +183,7 @@ class GraphTransformerDecoder(_Stack):
 
     def forward(self, *args, **kwargs):
         """Graph-native call if ``edge_index`` is given, else torch's padded call (see class docs)."""
-        if is_graph_call(args, kwargs, position=2, name="edge_index"):
+        if is_graph_call(args, kwargs, position=2, name="edge_index", mask_name="tgt_mask"):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 
@@ -332,7 +332,7 @@ class GraphTransformer(nn.Module, TorchCounterpart):
 
     def forward(self, *args, **kwargs):
         """Graph-native call if ``src_edge_index`` is given, else torch's padded call (see class docs)."""
-        if is_graph_call(args, kwargs, position=2, name="src_edge_index"):
+        if is_graph_call(args, kwargs, position=2, name="src_edge_index", mask_name="src_mask"):
             return self.forward_graph(*args, **kwargs)
         return self.forward_dense(*args, **kwargs)
 

@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .arguments import check_generate_arguments
 from .growth import AttentionGraph, GrowingCausalGraph, GrowingGraph, GrowingSeq2SeqGraph
 from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedGraph, RecomputedSeq2SeqGraph
 from .hf_beam import hf_beam_search
@@ -112,8 +113,9 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
     Returns:
         one :class:`Hypothesis` per input sequence.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_generate_arguments(inputs, strategy=strategy, max_new_tokens=max_new_tokens, bos=bos, eos=eos,
+                             beam_size=beam_size, length_penalty=length_penalty, temperature=temperature, top_k=top_k,
+                             attention_window=attention_window)
     if beam_scoring not in BEAM_SCORING:
         raise ValueError(f"beam_scoring must be one of {BEAM_SCORING}, got {beam_scoring!r}")
     with evaluating(model):

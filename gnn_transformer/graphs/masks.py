@@ -6,12 +6,29 @@ Finite entries of a float mask are additive score biases, carried per edge.
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
+from ..backends.validation import as_edge_index, check_edge_index
 from ..errors import MaskShapeError, MaskTypeError
 
 __all__ = ["edges_from_mask", "edges_to_mask"]
+
+
+def _count(value, name: str, minimum: int = 0) -> int:
+    """A size argument: a Python or NumPy integer >= ``minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _tensor_or_none(value, name: str) -> None:
+    if value is not None and not isinstance(value, Tensor):
+        raise MaskTypeError(f"{name} must be a bool or floating-point tensor or None, got {type(value).__name__}")
 
 
 def _additive(mask: Tensor, name: str, dtype: torch.dtype) -> Tensor:
@@ -58,6 +75,11 @@ def edges_from_mask(
         source; edge_bias (num_edges, H') with H' = num_heads for a 3-D mask, else 1,
         or ``None`` when no float mask was given (all biases are zero).
     """
+    _tensor_or_none(attn_mask, "attn_mask")
+    _tensor_or_none(key_padding_mask, "key_padding_mask")
+    batch_size, tgt_len, src_len = (_count(v, n) for v, n in ((batch_size, "batch_size"), (tgt_len, "tgt_len"),
+                                                                (src_len, "src_len")))
+    num_heads = _count(num_heads, "num_heads", minimum=1)
     masks = [m for m in (attn_mask, key_padding_mask) if m is not None]
     float_given = any(m.dtype.is_floating_point for m in masks)
     if dtype is None:
@@ -113,8 +135,14 @@ def edges_to_mask(
     holding the bias on each edge and ``-inf`` elsewhere.  Duplicate edges are
     not representable in a dense mask and raise an error.
     """
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f"edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}")
+    num_targets, num_sources = _count(num_targets, "num_targets"), _count(num_sources, "num_sources")
+    check_edge_index(as_edge_index(edge_index), num_sources, num_targets)  # type, shape and range, named
+    edge_index = as_edge_index(edge_index)
+    if edge_bias is not None and (not isinstance(edge_bias, Tensor) or not edge_bias.dtype.is_floating_point
+                                  or edge_bias.size(0) != edge_index.size(1)):
+        raise TypeError(f"edge_bias must be a floating-point tensor with one row per edge ({edge_index.size(1)}), "
+                        f"got {getattr(edge_bias, 'dtype', type(edge_bias).__name__)} "
+                        f"{tuple(getattr(edge_bias, 'shape', ()))}")
     source, target = edge_index
     flat = target * num_sources + source
     if flat.numel() and int(torch.unique(flat).numel()) != flat.numel():

@@ -39,8 +39,23 @@ def test_what_a_drawing_needs():
 def test_the_command_line_options_are_the_registry():
     args = build_parser().parse_args(["graph", "bigbird", "--radius", "3", "--num-global", "2", "--causal",
                                       "--part", "local"])
-    assert pattern_arguments(args) == pattern_options("bigbird", radius=3, num_global=2, causal=True, part="local")
-    assert set(pattern_arguments(build_parser().parse_args(["explore", "--pattern", "window"]))) == set(OPTIONS)
+    expected = pattern_options("bigbird", radius=3, num_global=2, causal=True, part="local")
+    used = PATTERNS["bigbird"].used_options
+    assert pattern_arguments(args) == {name: expected[name] for name in used}
+    assert set(pattern_arguments(build_parser().parse_args(["explore", "--pattern", "window"]))) == {
+        "n", "batch", "radius", "causal"}
+    assert set(OPTIONS) > set(used)
+
+
+def test_only_the_options_a_pattern_reads_are_checked():
+    """`graph causal --height 0` is fine (causal has no image); `graph rows --height 0` is not."""
+    assert pattern_options("causal", height=0, radius=-1)["height"] == 0
+    with pytest.raises(ValueError, match="pattern option height must be an integer >= 1, got 0"):
+        pattern_options("rows", height=0)
+    with pytest.raises(TypeError, match="pattern option radius must be int, got True"):
+        pattern_options("window", radius=True)
+    with pytest.raises(FileNotFoundError, match="pattern option file: no file"):
+        build_pattern("edgelist", file="/no/such/edge/list")
 
 
 def test_bad_options_are_named():

@@ -42,13 +42,17 @@ __all__ = ["Option", "OPTIONS", "PatternSpec", "PATTERNS", "Pattern", "pattern_s
 
 @dataclass(frozen=True)
 class Option:
-    """One option of the patterns: its Python name, type, default and help (the command line's ``--name``)."""
+    """One option of the patterns: its Python name, type, default and help (the command line's ``--name``).
+
+    ``minimum`` is the smallest value an integer option takes (1 for sizes, 0 for counts).
+    """
 
     name: str
     type: type  # int, bool or str
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    minimum: int | None = None
 
     @property
     def flag(self) -> str:
@@ -56,7 +60,11 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
     def check(self, value: Any) -> Any:
-        """``value`` if it has this option's type (and is one of its choices), else an error naming the option."""
+        """``value`` if it has this option's type, range and choices, else an error naming the option.
+
+        ``TypeError`` for a wrong type (bools are not integers), ``ValueError`` for a value below
+        ``minimum`` or outside ``choices``.
+        """
         if self.type is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif self.type is str:
@@ -65,27 +73,29 @@ class Option:
             ok = isinstance(value, self.type)
         if not ok:
             raise TypeError(f"pattern option {self.name} must be {self.type.__name__}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"pattern option {self.name} must be an integer >= {self.minimum}, got {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"pattern option {self.name} must be one of {self.choices}, got {value!r}")
         return value
 
 
 OPTIONS: dict[str, Option] = {option.name: option for option in (
-    Option("n", int, 16, "tokens per sequence"),
-    Option("batch", int, 1, "sequences (a disjoint union)"),
+    Option("n", int, 16, "tokens per sequence", minimum=1),
+    Option("batch", int, 1, "sequences (a disjoint union)", minimum=1),
     Option("causal", bool, False, "keep only keys at or before their query"),
-    Option("radius", int, 2, "window radius (window, dilated, global, bigbird)"),
-    Option("dilation", int, 2, "gap between keys (dilated, convolution)"),
-    Option("num_global", int, 1, "global tokens (global, bigbird)"),
-    Option("num_random", int, 2, "random keys per query (bigbird)"),
-    Option("seed", int, 0, "seed of the random keys (bigbird)"),
-    Option("block_size", int, 4, "tokens per block (block)"),
-    Option("stride", int, 4, "stride (strided)"),
+    Option("radius", int, 2, "window radius (window, dilated, global, bigbird)", minimum=0),
+    Option("dilation", int, 2, "gap between keys (dilated, convolution)", minimum=1),
+    Option("num_global", int, 1, "global tokens (global, bigbird)", minimum=0),
+    Option("num_random", int, 2, "random keys per query (bigbird)", minimum=0),
+    Option("seed", int, 0, "seed of the random keys (bigbird)", minimum=0),
+    Option("block_size", int, 4, "tokens per block (block)", minimum=1),
+    Option("stride", int, 4, "stride (strided)", minimum=1),
     Option("part", str, "both", "strided part", choices=("both", "local", "strided")),
-    Option("kernel_size", int, 3, "kernel (convolution, grid-window)"),
-    Option("height", int, 4, "image rows (rows, columns, grid-window)"),
-    Option("width", int, 4, "image columns (rows, columns, grid-window)"),
-    Option("text_length", int, 0, "text tokens before the image"),
+    Option("kernel_size", int, 3, "kernel (convolution, grid-window)", minimum=1),
+    Option("height", int, 4, "image rows (rows, columns, grid-window)", minimum=1),
+    Option("width", int, 4, "image columns (rows, columns, grid-window)", minimum=1),
+    Option("text_length", int, 0, "text tokens before the image", minimum=0),
     Option("file", str, None, "edge list 'u v' per line (edgelist)"),
     Option("directed", bool, False, "read the edge list as directed (edgelist)"),
 )}
@@ -116,6 +126,11 @@ class PatternSpec:
     layout: str = "line"
     node_lengths: Callable[[LengthsLike], Tensor] | None = None
 
+    @property
+    def used_options(self) -> tuple[str, ...]:
+        """The options this pattern reads: those that size its input, then the builder's own."""
+        return INPUTS[self.input] + self.options
+
     def edges(self, sizes, **options) -> Tensor:
         """The edge set on ``sizes`` (lengths, grids or a file) with ``options``, defaults filled in."""
         values = pattern_options(self.name, **options)
@@ -133,6 +148,8 @@ def _edge_list(file: str | os.PathLike | None, directed: bool = False) -> Tensor
 
     if file is None:
         raise ValueError("the edgelist pattern reads its graph from a file: give --file PATH (lines 'u v')")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"pattern option file: no file {os.fspath(file)!r} (an edge list, 'u v' per line)")
     graph = nx.read_edgelist(file, nodetype=int, create_using=nx.DiGraph if directed else nx.Graph)
     return from_networkx(graph, add_self_loops=True)
 
@@ -175,15 +192,17 @@ def pattern_options(name: str, **options) -> dict[str, Any]:
     """Every option's value for pattern ``name``: the defaults of :data:`OPTIONS` with ``options`` set.
 
     ``options`` use the Python names (``n=8``, ``radius=1``, ``text_length=2``); an unknown
-    name raises ``TypeError``, a value of the wrong type ``TypeError``, one outside the
-    option's choices ``ValueError``.
+    name raises ``TypeError``.  Only the options pattern ``name`` reads
+    (:attr:`PatternSpec.used_options`) are checked: a value of the wrong type raises
+    ``TypeError``, one below the option's minimum or outside its choices ``ValueError``; the
+    others are passed through unread (``causal`` does not look at ``height``).
     """
-    pattern_spec(name)
+    used = pattern_spec(name).used_options
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise TypeError(f"unknown pattern options {unknown}; known: {sorted(OPTIONS)}")
-    return {key: OPTIONS[key].check(options[key]) if key in options else option.default
-            for key, option in OPTIONS.items()}
+    return {key: (OPTIONS[key].check(options[key]) if key in used else options[key]) if key in options
+            else option.default for key, option in OPTIONS.items()}
 
 
 @dataclass
