@@ -29,8 +29,8 @@ from torch import Tensor
 
 from .arguments import check_generate_arguments
 from .growth import AttentionGraph, GrowingCausalGraph, GrowingGraph, GrowingSeq2SeqGraph
-from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedGraph, RecomputedSeq2SeqGraph
 from .hf_beam import hf_beam_search
+from .recompute import PrefixScorer, RecomputedCausalGraph, RecomputedGraph, RecomputedSeq2SeqGraph
 from .search import Hypothesis, beam_search, greedy, length_penalty_factor, sample
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "PrefixScorer",
 ]
 
-STRATEGIES = ("greedy", "beam", "sample")
 BEAM_SCORING = ("paper", "hf")
 
 
