@@ -27,7 +27,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import torch
 from torch import Tensor
 
 from ..builders import LengthsLike, causal as causal_graph, complete as complete_graph
