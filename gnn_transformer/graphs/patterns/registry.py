@@ -127,7 +127,7 @@ class PatternSpec:
 
     @property
     def used_options(self) -> tuple[str, ...]:
-        """The options this pattern reads: those that size its input, then the builder's own."""
+        """Which options this pattern reads (those that size its input, then the builder's own)."""
         return INPUTS[self.input] + self.options
 
     def edges(self, sizes, **options) -> Tensor:
