@@ -141,7 +141,8 @@ class GraphLinearAttention(GraphMultiheadAttention):
             raise ValueError("linear attention has no scores to add an edge_bias to; use rotary positions instead")
         edge_index = getattr(edge_index, "edge_index", edge_index)  # a prepared graph's plain edges
         out, weights = self.propagation.attend(self.feature_map(q), self.feature_map(k), v, edge_index)
-        return self.out_proj(out.reshape(q.size(0), -1)), weights if need_weights else None  # (T, E), (num_edges, H)
+        output = F.linear(out.flatten(1), self.out_proj.weight, self.out_proj.bias)  # (T, E), as torch applies it
+        return output, weights if need_weights else None  # (T, E), (num_edges, H)
 
     def forward_graph(self, query: Tensor, key: Tensor | None, value: Tensor | None, edge_index: Tensor | None = None,
                       edge_bias: Tensor | None = None, return_attention_weights: bool = False, *,

@@ -95,3 +95,16 @@ def test_bad_use():
     with pytest.raises(ValueError, match="call to_linear_attention"):
         run_recurrent(model, torch.zeros(1, 3, dtype=torch.long))
     assert isinstance(GraphLinearAttention.from_softmax(GraphMultiheadAttention(8, 2)), GraphLinearAttention)
+
+
+def test_no_targets_and_out_proj_applied_as_the_attention_does():
+    """Zero target nodes give a (0, E) output; out_proj is applied functionally, as in GraphMultiheadAttention
+    (and torch), so its forward hook fires in neither."""
+    attention = GraphLinearAttention(8, 2)
+    fired = []
+    attention.out_proj.register_forward_hook(lambda *_: fired.append(True))
+    nothing = torch.randn(0, 8)
+    assert attention(nothing, nothing, nothing, torch.zeros(2, 0, dtype=torch.long)).shape == (0, 8)
+    x = torch.randn(3, 8)
+    assert attention(x, x, x, torch.tensor([[0, 1, 2], [0, 1, 2]])).shape == (3, 8)
+    assert not fired
