@@ -5,7 +5,8 @@ In the order of the paper:
 * :mod:`~gnn_transformer.core.embedding` -- token embeddings scaled by :math:`\sqrt{d_\text{model}}`
   and sinusoidal positional encodings (3.4, 3.5);
 * :mod:`~gnn_transformer.core.functional` -- scaled dot-product attention on a graph (3.2.1);
-* :mod:`~gnn_transformer.core.attention` -- multi-head attention, a PyG ``MessagePassing`` (3.2.2);
+* :mod:`~gnn_transformer.core.attention` -- multi-head attention, a PyG ``MessagePassing`` (3.2.2), with
+  :mod:`~gnn_transformer.core.attention_parts` (virtual sources, key/value cache, hook records);
 * :mod:`~gnn_transformer.core.layers` -- encoder and decoder layers: attention, add & norm,
   position-wise feed-forward (3.1, 3.3); :mod:`~gnn_transformer.core.norms` -- the norms;
 * :mod:`~gnn_transformer.core.stacks` -- the encoder and decoder stacks and the

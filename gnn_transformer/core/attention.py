@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,10 +16,10 @@ from ..backends import GraphAttentionPropagation, check_backend, run_backend
 from ..backends.prepared import PreparedGraph
 from ..backends.validation import (check_divisible, check_edge_bias, check_edge_index, check_module_input,
                                    check_node_features, check_probability, check_scale)
-from ..errors import BatchMismatchError, ShapeError
+from .attention_parts import AttentionTensors, KeyValueCache, with_virtual_edges, with_virtual_sources
 from .calls import is_graph_call, prepare_edges
 from .conversion import TorchCounterpart
-from .dense import DenseLayout, MaskGraph, dense_weights, mask_graph
+from .dense import MaskGraph, padded_attention
 
 __all__ = ["GraphMultiheadAttention", "KeyValueCache", "AttentionTensors"]
 
@@ -269,23 +268,14 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
 
     def attention_graph(self, edge_index: Tensor, num_sources: int, num_targets: int) -> Tensor:
         """The edges attention really runs on: ``edge_index`` plus the virtual sources' edges."""
-        extra = []
-        targets = torch.arange(num_targets, device=edge_index.device)
-        for slot in range(self.num_virtual_sources()):
-            extra.append(torch.stack([torch.full_like(targets, num_sources + slot), targets]))
-        return torch.cat([edge_index, *extra], dim=1) if extra else edge_index
+        return with_virtual_edges(edge_index, num_sources, num_targets, self.num_virtual_sources())
 
     def _add_virtual_sources(self, k: Tensor, v: Tensor, edge_index: Tensor | PreparedGraph, edge_bias: Tensor | None,
                              num_targets: int):
         """k, v (S + V, H, C) with the V virtual sources appended, the graph with their edges into every
         target, and the bias (num_edges, H or 1) padded with zeros for those edges."""
         num_sources = k.size(0)
-        if self.bias_k is not None:
-            k = torch.cat([k, self.bias_k.reshape(1, self.num_heads, self.head_dim)])  # (S + 1, H, C)
-            v = torch.cat([v, self.bias_v.reshape(1, self.num_heads, self.head_dim)])
-        if self.add_zero_attn:
-            k = torch.cat([k, k.new_zeros(1, self.num_heads, self.head_dim)])
-            v = torch.cat([v, v.new_zeros(1, self.num_heads, self.head_dim)])
+        k, v = with_virtual_sources(k, v, self.bias_k, self.bias_v, self.add_zero_attn)  # (S + V, H, C)
         extra = k.size(0) - num_sources
         if extra == 0:
             return k, v, edge_index, edge_bias
@@ -452,100 +442,5 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
         ``graph`` (internal) is the masks already converted by the calling layer or stack
         (:func:`~gnn_transformer.core.dense.mask_graph`); the masks are then not read again.
         """
-        for name, tensor in (("query", query), ("key", key), ("value", value)):
-            check_module_input(tensor, self.out_proj.weight, name)  # floating, in the weights' dtype and device
-        if query.dim() != key.dim() or key.dim() != value.dim():
-            raise BatchMismatchError(
-                f"query, key and value must all be batched (3-D) or all unbatched (2-D), got "
-                f"{query.dim()}-D, {key.dim()}-D and {value.dim()}-D"
-            )
-        tgt = DenseLayout.of(query, self.batch_first, "query")
-        src = DenseLayout.of(key, self.batch_first, "key")
-        if DenseLayout.of(value, self.batch_first, "value") != src:
-            raise ShapeError(
-                f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length"
-            )
-        if graph is None:
-            graph = mask_graph(attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=self.num_heads,
-                               is_causal=is_causal, dtype=query.dtype)
-        nodes = tgt.to_nodes(query)  # (B * L, E)
-        keys = nodes if key is query else src.to_nodes(key)  # (B * S, kdim)
-        values = keys if value is key else src.to_nodes(value)  # (B * S, vdim)
-        result = self.forward_graph(nodes, keys, values, graph.edge_index, graph.edge_bias,
-                                    return_attention_weights=need_weights)
-        out, weights = result if need_weights else (result, None)
-        out = tgt.to_dense(out)
-        if not need_weights:
-            return out, None
-        full = self.attention_graph(graph.edge_index.edge_index, src.batch_size * src.length,
-                                    tgt.batch_size * tgt.length)
-        source, target = full
-        batch = target // tgt.length
-        real = source < src.batch_size * src.length
-        column = torch.where(real, source - batch * src.length, source - src.batch_size * src.length + src.length)
-        num_columns = src.length + self.num_virtual_sources()
-        return out, dense_weights(weights, target, column, tgt, num_columns, average_attn_weights)
-
-
-@dataclass(frozen=True)
-class AttentionTensors:
-    r"""What an attention hook (:meth:`GraphMultiheadAttention.register_attention_hook`) receives.
-
-    .. math::
-
-        s_{ij} = \text{scale}\,\langle q_i, k_j \rangle + b_{ij}, \qquad
-        \alpha_{ij} = \operatorname{softmax}_{j \to i}(s_{ij}), \qquad
-        h_i = \sum_{j \to i} \alpha_{ij} v_j, \qquad
-        \text{output}_i = \operatorname{concat}_h(h_i^h) W^O + b^O
-
-    per head.  Virtual sources (``add_bias_kv``, ``add_zero_attn``) are rows S.. of ``key`` and
-    ``value`` and their edges come after the real ones.
-
-    Shapes:
-        - query: (T, H, C); key: (S', H, C); value: (S', H, Cv) with S' = S + virtual sources.
-        - edge_index: (2, num_edges), row 0 sources j, row 1 targets i.
-        - edge_bias: (num_edges, H) or (num_edges, 1), or ``None``; scale: a float.
-        - weights: (num_edges, H) (after dropout, as returned), or ``None`` where a fast backend
-          was not asked for them.
-        - aggregated: (T, H, Cv); output: (T, E).
-    """
-
-    query: Tensor
-    key: Tensor
-    value: Tensor
-    edge_index: Tensor
-    edge_bias: Tensor | None
-    scale: float
-    weights: Tensor | None
-    aggregated: Tensor
-    output: Tensor
-
-
-class KeyValueCache:
-    """Projected keys and values of the source nodes seen so far, for incremental decoding.
-
-    In the graph view a key/value cache is the growing node set: each decoding step adds
-    nodes, and their keys and values are computed once and kept.  A *static* cache (for
-    cross-attention to the encoder's memory) is filled once and then only read.
-    """
-
-    def __init__(self, static: bool = False) -> None:
-        self.static = static
-        self.key: Tensor | None = None  # (S, H, C)
-        self.value: Tensor | None = None  # (S, H, C)
-
-    @property
-    def filled(self) -> bool:
-        return self.key is not None
-
-    @property
-    def num_sources(self) -> int:
-        return 0 if self.key is None else self.key.size(0)
-
-    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the projections of new source nodes; returns all cached keys and values."""
-        if self.key is None:
-            self.key, self.value = key, value
-        else:
-            self.key, self.value = torch.cat([self.key, key]), torch.cat([self.value, value])
-        return self.key, self.value
+        return padded_attention(self, query, key, value, key_padding_mask, need_weights, attn_mask,
+                                average_attn_weights, is_causal, graph)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..backends.prepared import PreparedGraph
+from ..backends.validation import check_module_input
 from ..errors import BatchMismatchError, CausalHintError, FeatureSizeError, MaskShapeError, MaskTypeError, ShapeError
 from ..graphs.masks import edges_from_mask
 
@@ -173,3 +174,43 @@ def dense_weights(
     if average:
         dense = dense.mean(dim=1)
     return dense if tgt.batched else dense.squeeze(0)
+
+
+def padded_attention(attention, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None,
+                     need_weights: bool, attn_mask: Tensor | None, average_attn_weights: bool, is_causal: bool,
+                     graph: MaskGraph | None) -> tuple[Tensor, Tensor | None]:
+    """``torch.nn.MultiheadAttention``'s call on padded tensors, for a graph ``attention``: nodes in,
+    the graph-native call of ``attention``, torch's padded output and (B, L, S) weights out."""
+    for name, tensor in (("query", query), ("key", key), ("value", value)):
+        check_module_input(tensor, attention.out_proj.weight, name)  # floating, in the weights' dtype and device
+    if query.dim() != key.dim() or key.dim() != value.dim():
+        raise BatchMismatchError(
+            f"query, key and value must all be batched (3-D) or all unbatched (2-D), got "
+            f"{query.dim()}-D, {key.dim()}-D and {value.dim()}-D"
+        )
+    tgt = DenseLayout.of(query, attention.batch_first, "query")
+    src = DenseLayout.of(key, attention.batch_first, "key")
+    if DenseLayout.of(value, attention.batch_first, "value") != src:
+        raise ShapeError(
+            f"key {tuple(key.shape)} and value {tuple(value.shape)} must have the same batch and length"
+        )
+    if graph is None:
+        graph = mask_graph(attn_mask, key_padding_mask, tgt=tgt, src=src, num_heads=attention.num_heads,
+                           is_causal=is_causal, dtype=query.dtype)
+    nodes = tgt.to_nodes(query)  # (B * L, E)
+    keys = nodes if key is query else src.to_nodes(key)  # (B * S, kdim)
+    values = keys if value is key else src.to_nodes(value)  # (B * S, vdim)
+    result = attention.forward_graph(nodes, keys, values, graph.edge_index, graph.edge_bias,
+                                     return_attention_weights=need_weights)  # its own graph-native call
+    out, weights = result if need_weights else (result, None)
+    out = tgt.to_dense(out)
+    if not need_weights:
+        return out, None
+    full = attention.attention_graph(graph.edge_index.edge_index, src.batch_size * src.length,
+                                     tgt.batch_size * tgt.length)
+    source, target = full
+    batch = target // tgt.length
+    real = source < src.batch_size * src.length
+    column = torch.where(real, source - batch * src.length, source - src.batch_size * src.length + src.length)
+    num_columns = src.length + attention.num_virtual_sources()
+    return out, dense_weights(weights, target, column, tgt, num_columns, average_attn_weights)
