@@ -91,6 +91,15 @@ def _run_errors():
         "strategy": lambda: distributed_graph_attention(torch.zeros(3, H, C), torch.zeros(3, H, C),
                                                         torch.zeros(3, H, C), DistributedGraph(edges, 6), strategy="x"),
         "owner": lambda: DistributedGraph(edges, 6, source_partition=torch.tensor([0, 0, 0, 1, 1, 5])),
+        "keys": lambda: distributed_graph_attention(torch.zeros(3, H, C), torch.zeros(6, H, C),
+                                                    torch.zeros(3, H, C), DistributedGraph(edges, 6)),
+        "values": lambda: distributed_graph_attention(torch.zeros(3, H, C), torch.zeros(3, H, C),
+                                                      torch.zeros(2, H, C), DistributedGraph(edges, 6)),
+        "cross_targets": lambda: distributed_graph_attention(torch.zeros(4, H, C), torch.zeros(3, H, C),
+                                                             torch.zeros(3, H, C),
+                                                             DistributedGraph(bipartite([6], [5]), 6, 5)),
+        "module": lambda: _attention()(torch.zeros(6, H * C), torch.zeros(6, H * C), torch.zeros(6, H * C),
+                                       DistributedGraph(edges, 6)),
     }.items():
         try:
             build()
@@ -98,6 +107,12 @@ def _run_errors():
         except (ValueError, TypeError) as error:
             errors[what] = str(error)
     return errors
+
+
+def _attention():
+    from gnn_transformer import GraphMultiheadAttention
+
+    return GraphMultiheadAttention(H * C, H)
 
 
 def _worker(rank, world_size, init_file, out):
@@ -211,6 +226,10 @@ def test_bad_input_raises_clear_errors(tmp_path_factory):
         assert "q has 7 rows" in errors["features"]
         assert "unknown strategy 'x'" in errors["strategy"]
         assert "ranks 0..5" in errors["owner"] and "0..1" in errors["owner"]
+        assert "k has 6 rows, but rank" in errors["keys"] and "holds 3 of the 6 source nodes" in errors["keys"]
+        assert "v has 2 rows" in errors["values"]
+        assert "q has 4 rows" in errors["cross_targets"] and "of the 5 target nodes" in errors["cross_targets"]
+        assert "q has 6 rows, but rank" in errors["module"]  # the whole sequence given where a share is expected
 
 
 def test_one_process_without_a_group_is_the_local_backend():

@@ -187,3 +187,54 @@ def test_encoder_decoder_and_decoder_only_models_split_across_ranks_equal_one_pr
                 assert result["grads"].keys() == grads.keys()
                 for key, grad in grads.items():
                     assert relative_difference(result["grads"][key], grad) <= 1e-10, (name, strategy, key)
+
+
+@pytest.mark.parametrize("what", ["weights", "dropout", "cache", "bias_kv", "add_zero_attn"])
+def test_attention_refuses_what_the_strategies_do_not_carry(what):
+    """Every strategy serves every graph (ring and head-parallel too: any edges, any number of heads);
+    what none of them carries is refused by name before any communication."""
+    from gnn_transformer import GraphMultiheadAttention
+    from gnn_transformer.core.attention import KeyValueCache
+
+    options = {"dropout": {"dropout": 0.1}, "bias_kv": {"add_bias_kv": True},
+               "add_zero_attn": {"add_zero_attn": True}}.get(what, {})
+    attention = GraphMultiheadAttention(D, 2, dtype=torch.float64, **options)
+    x, graph = inputs()[0], DistributedGraph(GRAPHS[0], S)
+    call = {"weights": {"return_attention_weights": True}, "cache": {"cache": KeyValueCache()}}.get(what, {})
+    with pytest.raises(ValueError, match="attention on a DistributedGraph supports no edge_bias, attention weights"):
+        attention(x, x, x, graph, **call)
+    if what == "dropout":  # in eval mode dropout is off: the call runs
+        assert relative_difference(attention.eval()(x, x, x, graph), attention(x, x, x, GRAPHS[0])) <= 1e-12
+
+
+def test_a_batch_the_backend_cannot_split_is_refused():
+    from torch_geometric.data import Batch
+
+    from gnn_transformer.graphs import sequence_data
+    from gnn_transformer.training.distributed import context_parallel_batch
+
+    batch = Batch.from_data_list([sequence_data(s, "causal") for s in SEQUENCES])
+    batch.edge_bias = torch.zeros(batch.edge_index.size(1), 2)
+    with pytest.raises(ValueError, match="carries an edge_bias"):
+        context_parallel_batch(batch)
+    del batch.edge_bias
+    batch.edge_index = [batch.edge_index, batch.edge_index]  # one edge set per layer
+    with pytest.raises(ValueError, match=r"edge_index must be one edge set \(2, num_edges\).*got list"):
+        context_parallel_batch(batch)
+
+
+def test_a_world_of_one_process_falls_back_to_the_local_backends(tmp_path):
+    """An initialised process group of one rank: no plan, no communication, the local backend's result."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        models = full_models()
+        model, batch = models["decoder"], full_batches()["decoder"]
+        from gnn_transformer.training.distributed import context_parallel_batch
+
+        for strategy in STRATEGIES:
+            share = context_parallel_batch(batch, strategy=strategy)
+            assert share.edge_index.world_size == 1 and share.num_nodes == batch.num_nodes
+            assert relative_difference(model(share), model(batch)) <= 1e-12
+            assert share.edge_index.traffic.forward == 0 and "halo" not in vars(share.edge_index)  # no plan built
+    finally:
+        dist.destroy_process_group()
