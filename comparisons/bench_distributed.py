@@ -134,14 +134,14 @@ def _torch_context_parallel(rank: int, world_size: int, init: str, args, queue) 
         mesh = init_device_mesh(device.type, (world_size,))
         g = torch.Generator().manual_seed(1)
         q, k, v = (torch.randn(1, args.heads, args.tokens, args.head_dim, generator=g).to(device) for _ in range(3))
-        for name, causal in (("complete", False), ("causal", True)):
-            expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        for name, is_causal in (("complete", False), ("causal", True)):
+            expected = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
             for what in ("fwd", "fwd+bwd"):
                 buffers = [t.clone() for t in (q, k, v)]  # sharded in place by the context
 
                 def attend():
                     leaves = [b.clone().requires_grad_(what != "fwd") for b in buffers]
-                    out = F.scaled_dot_product_attention(*leaves, is_causal=causal)
+                    out = F.scaled_dot_product_attention(*leaves, is_causal=is_causal)
                     if what != "fwd":
                         out.sum().backward()
                     return out.detach()
