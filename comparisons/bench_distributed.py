@@ -19,9 +19,13 @@ projections).  Columns:
 * ``peak MiB``: CUDA allocator peak of the rank, or the process's peak resident set on CPU
   (includes the interpreter and torch: compare rows, not absolute values).
 
-torch's own ``context_parallel`` (``torch.distributed.tensor.experimental``) is not run by
-this script: it needs CUDA devices (its ring runs the flash / efficient SDPA kernels) and a
-dense (B, H, L, C) layout; the row says so.
+Side by side, on the complete and causal graphs, torch's own ``context_parallel``
+(``torch.distributed.tensor.experimental``: the sequence dimension of dense (1, H, n, C) q, k, v
+sharded over a device mesh, SDPA dispatched to its ring) runs where it can, each case in its
+own process group with a deadline; the script prints what ran (its time and its largest
+difference from one process's SDPA) and what did not (torch's error).  On CPU with gloo
+(torch 2.13) only the forward of the complete graph runs: its CPU SDPA backward and the causal
+forward have no sharding strategy.  torch does not report its bytes.
 """
 from __future__ import annotations
 
@@ -114,6 +118,66 @@ def _worker(rank: int, world_size: int, init: str, args, queue) -> None:
         dist.destroy_process_group()
 
 
+def _torch_context_parallel(rank: int, world_size: int, init: str, args, queue) -> None:
+    """torch's context_parallel on dense (1, H, n, C) tensors: complete and causal, forward and forward + backward."""
+    import torch.nn.functional as F
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.experimental import context_parallel
+    from torch.distributed.tensor.experimental._attention import context_parallel_unshard
+
+    torch.set_num_threads(max(1, args.threads // world_size))
+    device = torch.device(args.device if args.device == "cpu" else f"cuda:{rank}")
+    dist.init_process_group("gloo" if device.type == "cpu" else "nccl", init_method=f"file://{init}", rank=rank,
+                            world_size=world_size)
+    rows = []
+    try:
+        mesh = init_device_mesh(device.type, (world_size,))
+        g = torch.Generator().manual_seed(1)
+        q, k, v = (torch.randn(1, args.heads, args.tokens, args.head_dim, generator=g).to(device) for _ in range(3))
+        for name, is_causal in (("complete", False), ("causal", True)):
+            expected = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+            for what in ("fwd", "fwd+bwd"):
+                buffers = [t.clone() for t in (q, k, v)]  # sharded in place by the context
+
+                def attend():
+                    leaves = [b.clone().requires_grad_(what != "fwd") for b in buffers]
+                    out = F.scaled_dot_product_attention(*leaves, is_causal=is_causal)
+                    if what != "fwd":
+                        out.sum().backward()
+                    return out.detach()
+
+                try:
+                    with context_parallel(mesh, buffers=buffers, buffer_seq_dims=[2, 2, 2]):
+                        milliseconds = _time(attend, args.repeats, device)
+                        out = attend()
+                    (full,) = context_parallel_unshard(mesh, [out], [2])
+                    rows.append((name, what, f"ran: {milliseconds:.2f} ms, max |diff| from one process "
+                                 f"{float((full - expected).abs().max()):.1e}"))
+                except Exception as error:  # noqa: BLE001 -- report what torch refused, and go on
+                    rows.append((name, what, f"did not run: {type(error).__name__}: {str(error).splitlines()[0][:110]}"))
+        if rank == 0:
+            queue.put(rows)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_torch_context_parallel(world_size: int, args, deadline_s: float = 300.0):
+    """The rows of :func:`_torch_context_parallel`, or ``None`` when it did not finish within the deadline."""
+    ctx = mp.get_context("fork")
+    queue = ctx.SimpleQueue()
+    with tempfile.TemporaryDirectory() as tmp:
+        processes = mp.start_processes(_torch_context_parallel, args=(world_size, os.path.join(tmp, "init"), args,
+                                                                      queue), nprocs=world_size, join=False,
+                                       start_method="fork")
+        start = time.perf_counter()
+        while not processes.join(timeout=2):
+            if time.perf_counter() - start > deadline_s:
+                for process in processes.processes:
+                    process.kill()
+                return None
+    return queue.get()
+
+
 def run(world_size: int, args) -> list:
     ctx = mp.get_context("fork")
     queue = ctx.SimpleQueue()
@@ -162,7 +226,15 @@ def main() -> int:
                   f"{max(r[3] for r in rows):>11.2f} {max(r[4] for r in rows) / 1024:>14.1f} "
                   f"{max(r[5] for r in rows) / 1024:>10.1f} {'=' if equal else '!':>1} "
                   f"{cut_pairs(edges[name], args.tokens, world_size):>6} {max(r[6] for r in rows):>9.1f}")
-    print("torch context_parallel: not run (needs CUDA devices and a dense layout; see the docstring)")
+    for world_size in (int(p) for p in args.world_sizes.split(",")):
+        if world_size < 2 or (args.device == "cuda" and world_size > torch.cuda.device_count()):
+            continue
+        rows = run_torch_context_parallel(world_size, args)
+        if rows is None:
+            print(f"torch context_parallel, P={world_size}: did not finish within 300 s")
+            continue
+        for name, what, result in rows:
+            print(f"torch context_parallel  {name:<9} P={world_size} {what:<8} {result}")
     print("measured bytes equal predicted bytes on every rank of every row" if all_equal
           else "MISMATCH: some rows sent other than predicted ('!')")
     return 0 if all_equal else 1

@@ -28,6 +28,8 @@ def add_parser(subparsers) -> None:
     complexity.add_argument("--d-model", type=positive_int, default=64, help="width d")
     complexity.add_argument("--radius", type=non_negative_int, default=4, help="window radius r of restricted self-attention")
     complexity.add_argument("--kernel-size", type=positive_int, default=3, help="kernel width k of the convolutions")
+    complexity.add_argument("--devices", type=positive_int, default=4,
+                            help="P of the communication column (tokens split into P contiguous ranges)")
     complexity.set_defaults(func=run_complexity)
 
     collapse = experiments.add_parser("rank-collapse", help="rank collapse of attention stacks on several graphs",
@@ -73,7 +75,7 @@ def run_complexity(args: argparse.Namespace) -> int:
     if min(args.lengths) < 2:
         raise SystemExit("gnn-transformer experiment complexity: every --lengths value must be at least 2")
     rows = complexity_table(args.lengths, args.d_model, radius=args.radius, kernel_size=args.kernel_size,
-                            progress=not args.no_progress)
+                            devices=args.devices, progress=not args.no_progress)
     table = format_complexity_table(rows, args.d_model)
     print(table)
     _write(args, "complexity", table, lambda: plot_complexity(rows))

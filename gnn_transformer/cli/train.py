@@ -1,10 +1,15 @@
 """``gnn-transformer train TASK``: train a graph Transformer on a task whose data is generated
 (copy, reverse, sort, translate) or ships with Python (charlm), then report exact-match
 accuracy with greedy and beam decoding on held-out data (or, for charlm, the held-out
-loss and a sample).  ``--distributed`` runs under ``torchrun`` with DistributedDataParallel."""
+loss and a sample).  ``--distributed`` runs under ``torchrun`` with DistributedDataParallel;
+``--context-parallel C`` splits every sequence's nodes over C processes (attention across them
+through the distributed backend): under ``torchrun`` the processes form a grid of
+world size / C data-parallel replicas x C, without it the command starts C processes on
+this machine itself (gloo on CPU)."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
@@ -25,6 +30,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=positive_int, help="optimizer steps")
     parser.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     parser.add_argument("--distributed", action="store_true", help="DistributedDataParallel under torchrun")
+    parser.add_argument("--context-parallel", dest="context_parallel", type=positive_int, default=1,
+                        help="processes that split each sequence (x data-parallel replicas under torchrun; "
+                             "without torchrun this many processes are started here); attention dropout off")
+    parser.add_argument("--context-strategy", dest="context_strategy", choices=("halo", "ring", "head"),
+                        default="halo", help="how attention reaches keys and values on other processes")
     parser.add_argument("--batch-size", dest="batch_size", type=positive_int, help="examples per (global) batch")
     parser.add_argument("--d-model", dest="d_model", type=positive_int)
     parser.add_argument("--nhead", type=positive_int)
@@ -57,8 +67,24 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.context_parallel > 1:
+        if args.dropout not in (None, 0.0):  # the distributed backend computes attention without dropout
+            raise SystemExit(f"argument --dropout: --context-parallel trains without dropout, got {args.dropout:g}")
+        args.dropout = 0.0
+        if "RANK" not in os.environ:  # not under torchrun: start the processes here
+            from ..training.distributed import spawn_local
+
+            spawn_local(_process, args.context_parallel, (args,))
+            return 0
+    return _process(args)
+
+
+def _process(args: argparse.Namespace) -> int:
+    """One process of the run (the only one, or one of those torchrun or ``run`` started)."""
     from ..tasks.runs import run_charlm, run_seq2seq
 
+    if args.context_parallel > 1:
+        args.distributed = True
     args.out = args.out or f"runs/{args.task}"
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or threads)

@@ -166,7 +166,9 @@ def exact_match(model, pairs, *, strategy: str, bos: int, eos: int, max_new_toke
 
 
 def _setup(args) -> tuple[Process, dict]:
-    process = init_from_env(args.device) if args.distributed else Process(device=args.device)
+    context = dict(context_parallel=getattr(args, "context_parallel", 1),
+                   strategy=getattr(args, "context_strategy", "halo"))
+    process = init_from_env(args.device, **context) if args.distributed else Process(device=args.device)
     hp = {**PRESETS[args.task], **{k: v for k, v in vars(args).items() if k in PRESETS[args.task] and v is not None}}
     torch.manual_seed(args.seed)  # the same initial weights in every process
     return process, hp

@@ -5,11 +5,12 @@
 * :mod:`.loop` -- :class:`TrainConfig`, :class:`Trainer` (label smoothing, clipping, mixed precision on
   GPU, tqdm bar with loss and tokens/s, periodic evaluation, checkpoints, resuming);
 * :mod:`.checkpoint` -- safetensors checkpoints with ``config.json`` beside them, written atomically;
-* :mod:`.distributed` -- torchrun set-up (gloo on CPU, NCCL on GPU) and the global token count.
+* :mod:`.distributed` -- torchrun set-up (gloo on CPU, NCCL on GPU), the global token count, context
+  parallel x data parallel (:func:`context_parallel_batch`).
 """
 from .checkpoint import CheckpointError, atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import GlobalBatchSampler, LanguageModelExamples, Seq2SeqExamples, batch_labels, make_loader
-from .distributed import Process, init_from_env
+from .distributed import Process, context_parallel_batch, init_from_env
 from .loop import TrainConfig, Trainer, evaluate_loss, token_loss
 from .schedule import WarmupInverseSqrt, transformer_lr
 
@@ -32,4 +33,5 @@ __all__ = [
     "CheckpointError",
     "Process",
     "init_from_env",
+    "context_parallel_batch",
 ]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import batch_labels, make_loader
-from .distributed import Process, all_reduce_sum, barrier
+from .distributed import Process, all_reduce_sum, barrier, context_parallel_batch
 from .schedule import WarmupInverseSqrt
 
 __all__ = ["TrainConfig", "Trainer", "token_loss", "evaluate_loss"]
@@ -92,7 +92,9 @@ class Trainer:
         config: the run's :class:`TrainConfig`.
         d_model: the width that sets the schedule (default: read from the model).
         process: this process in a distributed run (default: a single process on the CPU);
-            with more than one process the model is wrapped in ``DistributedDataParallel``.
+            with more than one process the model is wrapped in ``DistributedDataParallel``; with
+            ``process.context_parallel`` > 1 every batch is split across the process's
+            context-parallel group (:func:`~.distributed.context_parallel_batch`).
         checkpoint_dir: where checkpoints go (``None``: no checkpoints).
         run_config: JSON-serialisable description of model and task, saved with each checkpoint.
 
@@ -130,6 +132,8 @@ class Trainer:
         """
         self.model.train()
         batch = batch.to(self.process.device)
+        if self.process.context_parallel > 1:  # this rank's nodes; attention across the replica's group
+            batch = context_parallel_batch(batch, self.process.context_group, self.process.strategy)
         with self.autocast():
             logits = self.module(batch)  # (N, V)
         loss_sum, num_tokens = token_loss(logits.float() if logits.dtype != torch.float64 else logits,
@@ -174,8 +178,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         config = self.config
-        loader = make_loader(dataset, config.batch_size, config.seed, self.process.rank, self.process.world_size,
-                             start_step=self.step)
+        loader = make_loader(dataset, config.batch_size, config.seed, self.process.data_rank,
+                             self.process.data_world_size, start_step=self.step)
         bar = tqdm(total=config.steps, initial=self.step, disable=not (config.progress and self.process.is_main),
                    unit="step", dynamic_ncols=True)
         average, last = None, time.perf_counter()

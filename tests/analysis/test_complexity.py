@@ -3,7 +3,7 @@ import math
 import pytest
 
 from gnn_transformer import graphs, patterns
-from gnn_transformer.analysis import LayerSpec, complexity_table, format_complexity_table
+from gnn_transformer.analysis import LayerSpec, complexity_table, format_complexity_table, table_1_layers
 from gnn_transformer.analysis.complexity import growth_exponent, sequential_operations
 
 LENGTHS = (8, 16, 32, 64)
@@ -52,6 +52,18 @@ def test_format_lists_every_layer_and_length(rows):
     for layer in ("Self-Attention", "Recurrent", "Convolutional (dilated)", "O(n/r)", "O(log_k n)"):
         assert layer in text
     assert "n=64" in text and "d = 16" in text
+    assert "sent/layer P=4" in text and "O(r d) per boundary" in text and "O(n d)" in text
+
+
+def test_communication_column_grows_as_the_cut():
+    """Complete graph: every device's rows to every other, O(n d); window: 2r rows per boundary, O(r d)."""
+    rows = complexity_table([16, 64], d_model=8, devices=2, layers=table_1_layers(radius=3, extra=False))
+    for n in (16, 64):
+        assert pick(rows, "Self-Attention", n).communication == n * 2 * 8
+        assert pick(rows, "Self-Attention (restricted)", n).communication == 2 * 3 * 2 * 8
+        assert pick(rows, "Recurrent", n).communication == 8  # one hidden state crosses the boundary
+    with pytest.raises(ValueError, match="devices must be a positive integer, got 0"):
+        complexity_table([16], devices=0)
 
 
 def test_custom_rows_and_recurrence_checks():

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gnn_transformer.analysis.complexity import complexity_table, table_1_layers
 from gnn_transformer.backends import run_backend
 from gnn_transformer.backends.distributed import STRATEGIES, DistributedGraph, distributed_graph_attention
 from gnn_transformer.graphs import bipartite, causal, complete
@@ -91,6 +92,15 @@ def _run_errors():
         "strategy": lambda: distributed_graph_attention(torch.zeros(3, H, C), torch.zeros(3, H, C),
                                                         torch.zeros(3, H, C), DistributedGraph(edges, 6), strategy="x"),
         "owner": lambda: DistributedGraph(edges, 6, source_partition=torch.tensor([0, 0, 0, 1, 1, 5])),
+        "keys": lambda: distributed_graph_attention(torch.zeros(3, H, C), torch.zeros(6, H, C),
+                                                    torch.zeros(3, H, C), DistributedGraph(edges, 6)),
+        "values": lambda: distributed_graph_attention(torch.zeros(3, H, C), torch.zeros(3, H, C),
+                                                      torch.zeros(2, H, C), DistributedGraph(edges, 6)),
+        "cross_targets": lambda: distributed_graph_attention(torch.zeros(4, H, C), torch.zeros(3, H, C),
+                                                             torch.zeros(3, H, C),
+                                                             DistributedGraph(bipartite([6], [5]), 6, 5)),
+        "module": lambda: _attention()(torch.zeros(6, H * C), torch.zeros(6, H * C), torch.zeros(6, H * C),
+                                       DistributedGraph(edges, 6)),
     }.items():
         try:
             build()
@@ -100,13 +110,34 @@ def _run_errors():
     return errors
 
 
+def _attention():
+    from gnn_transformer import GraphMultiheadAttention
+
+    return GraphMultiheadAttention(H * C, H)
+
+
+def _run_table_1():
+    """Halo exchange's forward bytes on the graphs of the complexity table (n = 16): per row, per layer."""
+    sent = {}
+    for spec in table_1_layers():
+        built = spec.build(16)
+        for index, edges in enumerate(built if isinstance(built, list) else [built]):
+            nodes = spec.nodes(16)
+            graph = DistributedGraph(edges, nodes, check=False)
+            q, k, v, _ = tensors(nodes, nodes, 0)
+            mine = graph.targets.nodes(graph.rank)
+            distributed_graph_attention(q[mine], k[mine], v[mine], graph, strategy="halo")
+            sent[spec.layer, index] = graph.traffic.forward
+    return sent
+
+
 def _worker(rank, world_size, init_file, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         results = _run_cases(world_size)
         errors = _run_errors() if world_size == 2 else {}
-        torch.save({"cases": results, "errors": errors}, os.path.join(out, f"rank{rank}.pt"))
+        torch.save({"cases": results, "errors": errors, "table_1": _run_table_1()}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -211,6 +242,10 @@ def test_bad_input_raises_clear_errors(tmp_path_factory):
         assert "q has 7 rows" in errors["features"]
         assert "unknown strategy 'x'" in errors["strategy"]
         assert "ranks 0..5" in errors["owner"] and "0..1" in errors["owner"]
+        assert "k has 6 rows, but rank" in errors["keys"] and "holds 3 of the 6 source nodes" in errors["keys"]
+        assert "v has 2 rows" in errors["values"]
+        assert "q has 4 rows" in errors["cross_targets"] and "of the 5 target nodes" in errors["cross_targets"]
+        assert "q has 6 rows, but rank" in errors["module"]  # the whole sequence given where a share is expected
 
 
 def test_one_process_without_a_group_is_the_local_backend():
@@ -224,3 +259,20 @@ def test_one_process_without_a_group_is_the_local_backend():
         assert relative_difference(out, expected) <= 1e-12
         assert graph.predicted_bytes(strategy, H, C) == {"forward": 0, "backward": 0}
     assert graph.traffic.forward == 0
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_the_complexity_tables_communication_column_is_what_halo_exchange_sends(world_size, tmp_path_factory):
+    """``experiment complexity``'s column, counted on the graphs, against the bytes measured on P ranks."""
+    ranks = run(world_size, tmp_path_factory)
+    d = 12
+    rows = {row.layer: row for row in complexity_table([16], d, devices=world_size)}
+    assert len(rows) == len(table_1_layers())
+    for spec in table_1_layers():
+        keys = sorted(key for key in ranks[0]["table_1"] if key[0] == spec.layer)
+        message = 2 * d if spec.messages == "attention" else d  # a key and a value, or one d-vector
+        sent_rows = [sum(r["table_1"][key] for r in ranks) / (H * (C + CV) * 8) for key in keys]  # every rank
+        assert rows[spec.layer].communication == sum(sent_rows) / len(keys) * message, spec.layer
+    complete, window = rows["Self-Attention"], rows["Self-Attention (restricted)"]
+    assert complete.communication == (world_size - 1) * 16 * 2 * d  # every rank's rows to every other: O(n d)
+    assert window.communication == (world_size - 1) * 2 * 4 * 2 * d  # r = 4 rows each way per boundary: O(r d)

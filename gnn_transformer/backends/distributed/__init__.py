@@ -17,9 +17,9 @@ With one rank (or no initialised process group) the call is the local backend on
 graph.  Inputs are checked here; the plan is built once per graph and trusted after.
 """
 from .comm import Traffic
-from .partition import Partition, contiguous_partition
+from .partition import Partition, contiguous_partition, cut_rows
 from .plan import STRATEGIES, DistributedGraph
 from .strategies import distributed_graph_attention
 
 __all__ = ["DistributedGraph", "Partition", "contiguous_partition", "distributed_graph_attention", "Traffic",
-           "STRATEGIES"]
+           "STRATEGIES", "cut_rows"]

@@ -66,10 +66,12 @@ def all_to_all(x: Tensor, send: list[int], receive: list[int], group, traffic: T
     return _AllToAll.apply(x, list(send), list(receive), group, traffic)
 
 
-def ring_shift(x: Tensor, receive_shape: tuple, group, traffic: Traffic, direction: str):
+def ring_shift(x: Tensor, receive_shape: tuple, group, traffic: Traffic, direction: str, tag: int = 0):
     """Start sending ``x`` to rank r + 1 and receiving a ``receive_shape`` tensor from r - 1.
 
-    Returns ``(buffer, wait)``: call ``wait()`` before reading ``buffer``.
+    Shifts in flight at the same time carry different ``tag``s (a key/value block and a gradient
+    accumulator travel together in the ring's backward).  Returns ``(buffer, wait)``: call
+    ``wait()`` before reading ``buffer``.
     """
     rank, size = dist.get_rank(group), dist.get_world_size(group)
     buffer = x.new_empty(receive_shape)
@@ -78,9 +80,9 @@ def ring_shift(x: Tensor, receive_shape: tuple, group, traffic: Traffic, directi
     x = x.contiguous()  # kept alive until wait()
     ops = []  # an empty block travels as nothing: both ends know its size
     if x.numel():
-        ops.append(dist.P2POp(dist.isend, x, to_rank, group))
+        ops.append(dist.P2POp(dist.isend, x, to_rank, group, tag))
     if buffer.numel():
-        ops.append(dist.P2POp(dist.irecv, buffer, from_rank, group))
+        ops.append(dist.P2POp(dist.irecv, buffer, from_rank, group, tag))
     requests = dist.batch_isend_irecv(ops) if ops else []
     traffic.add(direction, x.numel() * x.element_size())
 

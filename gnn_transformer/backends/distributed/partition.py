@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["Partition", "contiguous_partition"]
+__all__ = ["Partition", "contiguous_partition", "cut_rows"]
 
 
 class Partition:
@@ -69,3 +69,27 @@ def contiguous_partition(num_nodes: int, world_size: int, name: str = "partition
     for rank, part in enumerate(torch.tensor_split(torch.arange(num_nodes), world_size)):
         owner[part] = rank
     return Partition(owner, world_size, name)
+
+
+def cut_rows(edge_index: Tensor, sources: Partition, targets: Partition | None = None) -> Tensor:
+    """Rows each rank sends in halo exchange: the distinct (receiving rank, source) pairs of the edge cut.
+
+    A source j of rank r is sent once to every other rank that owns a target of one of j's
+    edges; nothing else moves.  Counted from the graph alone (no process group), so the
+    communication of a layer can be predicted before any process starts
+    (:func:`gnn_transformer.analysis.complexity_table`); a rank's
+    :class:`~gnn_transformer.backends.distributed.DistributedGraph` sends exactly its entry.
+
+    Args:
+        edge_index: (2, num_edges) the global graph.
+        sources: the partition of the source nodes; targets: of the target nodes (default: ``sources``).
+
+    Returns:
+        (P,) int64, rows sent by each rank.
+    """
+    targets = sources if targets is None else targets
+    src, tgt = edge_index.detach().to("cpu", torch.int64)
+    to_rank, from_rank = targets.owner[tgt], sources.owner[src]
+    crossing = to_rank != from_rank
+    pairs = torch.unique(to_rank[crossing] * sources.num_nodes + src[crossing])  # distinct (receiver, source)
+    return torch.bincount(sources.owner[pairs % sources.num_nodes], minlength=sources.world_size)  # (P,)

@@ -214,7 +214,8 @@ class DistributedGraph:
         * halo: forward, the rows others' edges reference (distinct sources of this rank
           across the cut) x H x (C + Cv); backward, the gradients of the rows it received.
         * ring: forward, the P - 1 blocks it passes on (all blocks but rank r + 1's); backward,
-          those blocks again with their gradient accumulators, then rank r + 1's gradients.
+          those blocks again and the gradient accumulator of every block (P steps, the last one
+          to the block's owner).
         * head: the all-to-all of q, k, v (node shards to head shards) and of the output back;
           the backward sends the same volumes the other way.
         """
@@ -227,7 +228,7 @@ class DistributedGraph:
             return {"forward": sum(self.halo["send_counts"]) * row, "backward": sum(self.halo["receive_counts"]) * row}
         if strategy == "ring":
             passed = int(self.sources.counts.sum() - self.sources.counts[(r + 1) % P])
-            return {"forward": passed * row, "backward": 2 * passed * row + int(self.sources.counts[(r + 1) % P]) * row}
+            return {"forward": passed * row, "backward": passed * row + self.num_sources * row}
         if strategy == "head":
             heads = self.head_split(num_heads)
             others = sum(heads) - heads[r]

@@ -16,9 +16,10 @@ where some sources j live on other ranks.  The three strategies move different t
   log-sum-exp, merged exactly:
   :math:`L = \log(e^{L_a} + e^{L_b})`, :math:`o = e^{L_a - L} o_a + e^{L_b - L} o_b`.
   Blocks without an edge into the rank's targets (causal graphs) are not computed.  The
-  backward sends the blocks around again with their gradient accumulators
-  (:math:`dS_{ij} = P_{ij}(dO_i \cdot v_j - dO_i \cdot o_i)` with the merged L and o), and a
-  last step hands each block's gradient to its owner.
+  backward sends the key/value blocks around again and, one step behind them, each block's
+  gradient accumulator (:math:`dS_{ij} = P_{ij}(dO_i \cdot v_j - dO_i \cdot o_i)` with the
+  merged L and o); both travel while the next block is computed, and after P steps every
+  accumulator has reached its block's owner.
 * **head** (Ulysses) -- one all-to-all turns node shards into head shards: each rank gets
   every node for H / P heads, attends on the whole graph with a local backend, and an
   all-to-all turns the output back into node shards.
@@ -90,27 +91,30 @@ class _Ring(torch.autograd.Function):
         P, r, c = graph.world_size, graph.rank, k.size(2)
         counts = graph.sources.counts.tolist()
         dq = torch.zeros_like(q)
-        block = torch.cat([k, v, torch.zeros_like(k), torch.zeros_like(v)], dim=-1)  # (S_r, H, 2 (C + Cv))
-        width = k.size(2) + v.size(2)
+        block = torch.cat([k, v], dim=-1)  # (S_r, H, C + Cv), the key/value block held
+        wait_gradient = None
         for step in range(P):
             owner = (r - step) % P
+            wait_block = None
+            if step < P - 1:  # the next key/value block travels while this one is computed
+                _, wait_block = ring_shift(block, (counts[(owner - 1) % P], *block.shape[1:]), graph.group,
+                                           graph.traffic, "backward", tag=1)
             edges = graph.ring_blocks[owner]
+            gradient = torch.zeros_like(block)  # this rank's share of the block's dk, dv
             if edges is not None:
-                kb, vb = block[..., :c], block[..., c:width]
-                dq_b, dk_b, dv_b, _ = chunked_backward(q, kb, vb, None, out, lse, grad_out, edges, scale, 0.0, 0,
-                                                       False)
+                dq_b, dk_b, dv_b, _ = chunked_backward(q, block[..., :c], block[..., c:], None, out, lse, grad_out,
+                                                       edges, scale, 0.0, 0, False)
                 dq += dq_b
-                block[..., width:] += torch.cat([dk_b, dv_b], dim=-1)
-            if step < P - 1:  # pass the block with its gradients on
-                shape = (counts[(owner - 1) % P], *block.shape[1:])
-                _, wait = ring_shift(block, shape, graph.group, graph.traffic, "backward")
-                block = wait()
-        if P > 1:  # the block held now belongs to rank r + 1: hand its gradients to it
-            _, wait = ring_shift(block[..., width:], (counts[r], *block.shape[1:-1], width), graph.group,
-                                 graph.traffic, "backward")
-            grads = wait()
-        else:
-            grads = block[..., width:]
+                gradient = torch.cat([dk_b, dv_b], dim=-1)  # (S_owner, H, C + Cv)
+            if wait_gradient is not None:  # the block's accumulator from rank r - 1 (sent after its step)
+                gradient = gradient + wait_gradient()
+            # pass the accumulator on; it travels while the next block is computed.  After the last
+            # step it reaches the block's owner, rank r + 1, and rank r receives its own.
+            _, wait_gradient = ring_shift(gradient, (counts[(owner - 1) % P], *block.shape[1:]), graph.group,
+                                          graph.traffic, "backward", tag=2)
+            if wait_block is not None:
+                block = wait_block()
+        grads = wait_gradient()  # (S_r, H, C + Cv): every rank's share of this rank's dk, dv
         return dq, grads[..., :c], grads[..., c:], None, None
 
 
