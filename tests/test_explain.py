@@ -329,10 +329,11 @@ def test_cli_bad_input_is_named(argv, message):
 def test_bad_python_input_is_named():
     model, vocabulary = demo_model()
     batch = demo_batch(vocabulary)
-    with pytest.raises(TypeError, match="explain supports GraphTransformerModel, GraphSequenceModel, got Linear"):
+    with pytest.raises(TypeError, match="explain needs a model implementing gnn_transformer.core.interface "
+                                        r"\(attention_sites\); this Linear lacks attention_sites"):
         explain(torch.nn.Linear(2, 2), batch)
-    with pytest.raises(ValueError, match="built without a graph"):
-        explain(GraphSequenceModel(**paper_parts(5, 8, 2, 1, 8)), graphs.sequence_data(torch.tensor([2, 3])))
+    with pytest.raises(ValueError, match="source, token_types go with hf="):
+        explain(model, batch, source="the cat", token_types=[0, 0])
     with pytest.raises(TypeError, match="seq2seq batch"):
         explain(model, graphs.sequence_data(torch.tensor([2, 3]), "complete"))
     decoder = GraphDecoderModel(5, d_model=8, nhead=2, num_layers=1, dim_feedforward=8)
