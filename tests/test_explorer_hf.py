@@ -98,6 +98,9 @@ def test_bad_folders_and_tokens_are_named(saved, tmp_path):
         explore(hf=folders["bert"], source="1 200")
     with pytest.raises(ValueError, match="give token ids separated by spaces"):
         explore(hf=folders["gpt2"], source="the cat")
+    with pytest.raises(TypeError, match="explore needs a model implementing gnn_transformer.core.interface "
+                                        r"\(attention_sites\); this Linear lacks attention_sites"):
+        explore(hf=torch.nn.Linear(2, 2), source="1 2")
     with pytest.raises(SystemExit, match="--hf needs --source"):
         main(["explore", "--hf", str(folders["gpt2"]), "--out", str(tmp_path / "x.html")])
 

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from ..analysis.recording import record_inference
+from ..core.interface import RECORDING, require_interface
 from ..convert.hf.saved import id_labels as _labels, load_saved, text_ids as _ids
 from .data import KINDS, recording_views
 
@@ -41,6 +42,7 @@ def hf_data(model, source, target=None, *, tokenizer=None, title: str | None = N
     if isinstance(model, (str, Path)):
         model, saved = load_hf(model)
         tokenizer = tokenizer or saved
+    require_interface(model, RECORDING, "explore")
     source_ids = _ids(source, tokenizer, "source")
     if not source_ids:
         raise ValueError("source is empty: give the text (or token ids) the model reads")
