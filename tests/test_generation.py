@@ -292,3 +292,22 @@ def test_decoder_settings_the_search_cannot_honour_are_named():
     hf = generate(model, prompts, strategy="beam", beam_scoring="hf", beam_size=3, early_stopping=True,
                   length_penalty=1.0, max_new_tokens=3)  # honoured where it applies
     assert len(hf) == 2
+
+
+@pytest.mark.parametrize("options", [dict(positions="t5", bidirectional=False), dict(positions="rotary")],
+                         ids=["t5", "rotary"])
+def test_seeded_sampling_of_a_variant_is_reproducible_and_grows_as_it_recomputes(options):
+    torch.manual_seed(0)
+    model = GraphVariantModel(11, 16, 4, num_layers=2, dim_feedforward=32, dropout=0.0, dtype=DT,
+                              graph=graphs.causal, **options).eval()
+    prompts = sources((3, 1, 4), high=11)
+
+    def draw(seed, recompute=False):
+        return generate(model, prompts, strategy="sample", temperature=1.5, max_new_tokens=6,
+                        generator=torch.Generator().manual_seed(seed), recompute=recompute)
+
+    first, again, recomputed, other = draw(5), draw(5), draw(5, recompute=True), draw(6)
+    assert [h.tokens.tolist() for h in first] == [h.tokens.tolist() for h in again] == \
+        [h.tokens.tolist() for h in recomputed]
+    assert all(abs(a.score - b.score) < 1e-10 for a, b in zip(first, recomputed))
+    assert [h.tokens.tolist() for h in first] != [h.tokens.tolist() for h in other]
