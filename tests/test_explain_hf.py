@@ -94,11 +94,15 @@ def test_every_architecture_is_explained_with_the_originals_numbers(saved, arch)
             bias = stack.block[0].layer[0].SelfAttention.compute_bias(length, length)[0]  # (H, queries, keys)
             _close(_values(table, ["bias"])[:, 0], bias[1, i, j])
         assert "bias" not in explanation.stage("decoder.0.cross_attention").table("head 0: edges").columns
+        assert "s_ij = q_i · k_j + b_ij " in explanation.stage("encoder.0.self_attention").formula  # T5: unscaled
+        assert "s_ij = q_i · k_j  " in explanation.stage("decoder.0.cross_attention").formula
+        assert any("scale 1 (not 1/√d_k = 0.25" in shape for shape in explanation.stage("encoder.0.self_attention").shapes)
         assert "score bias b_ij" in explanation.stage("encoder.graph").text
     if arch == "gpt2":
         table = explanation.stage("stack.0.self_attention").table("head 0: edges")
         assert all(j <= i for j, i in zip(table.column("j"), table.column("i")))  # the causal graph
         assert explanation.stage("stack.graph").title == "Decoder-only stack graph: causal"
+        assert "s_ij = q_i · k_j / √d_k " in explanation.stage("stack.0.self_attention").formula
 
 
 def test_bert_token_types_are_shown_and_used(saved):
