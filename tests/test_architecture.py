@@ -230,3 +230,75 @@ def test_old_flat_paths_are_the_new_modules(old_first):
     assert same.strip() == "same"
     for old, new in OLD_PATHS.items():  # and in this process, whatever was imported before
         assert importlib.import_module(f"gnn_transformer.{old}") is importlib.import_module(f"gnn_transformer.{new}")
+
+
+# ---- tools depend on the model interface, not on model classes ---------------------------------------------
+
+TOOLS = ("generation", "analysis/recording.py", "explain", "explorer")
+MODEL_FILES = ("core/model.py", "variants", "convert/hf")
+# attributes that only some model classes have: reading them is a class test in disguise
+CLASS_TAGS = {"graph_for", "decodes_causally", "generator", "src_embed", "tgt_embed", "transformer"}
+
+
+def _model_classes() -> set[str]:
+    """Every class defined where models (and their parts) are: the paper's models, the variants, the imports."""
+    names = set()
+    for part in MODEL_FILES:
+        root = PACKAGE / part
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            names |= {node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)}
+    return names
+
+
+def _named(node: ast.AST) -> set[str]:
+    """Names and attribute names inside an expression (``(a.B, C)`` -> ``{"a", "B", "C"}``)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | \
+        {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+
+
+def _is_type_call(node: ast.AST) -> bool:
+    call = node.value if isinstance(node, ast.Attribute) else node  # type(x) or type(x).__name__
+    return isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "type"
+
+
+def class_tests(source: str, classes: set[str]) -> list[str]:
+    """Where code decides by a model's class: ``isinstance``/``issubclass`` against a model class,
+    ``type(x) is ...`` / ``type(x).__name__ == ...`` comparisons, and class-specific attributes."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
+            hit = _named(node.args[1]) & classes
+            if hit:
+                found.append(f"line {node.lineno}: {node.func.id}(..., {sorted(hit)})")
+        elif isinstance(node, ast.Compare) and any(_is_type_call(side) for side in [node.left, *node.comparators]):
+            found.append(f"line {node.lineno}: compares type(...)")
+        elif isinstance(node, ast.Attribute) and node.attr in CLASS_TAGS:
+            found.append(f"line {node.lineno}: reads .{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_no_tool_tests_a_models_class_to_decide_what_to_do(tool):
+    """Generation, recording, explain and the explorer ask the model through core.interface."""
+    classes = _model_classes()
+    assert {"GraphTransformerModel", "GraphSequenceModel", "GraphT5ForConditionalGeneration",
+            "GraphVariantModel"} <= classes
+    root = PACKAGE / tool
+    files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+    assert files
+    for path in files:
+        assert class_tests(path.read_text(), classes) == [], path.relative_to(PACKAGE)
+
+
+@pytest.mark.parametrize("code", [
+    "if isinstance(model, GraphTransformerModel): pass",
+    "ok = isinstance(model, (str, hf.GraphBertForMaskedLM))",
+    "if type(model).__name__ == 'GraphDecoderModel': pass",
+    "if type(model) is M: pass",
+    "device = model.generator.weight.device",
+    "edges = model.graph_for(lengths)",
+])
+def test_the_class_check_finds_each_kind_of_class_test(code):
+    assert len(class_tests(code, _model_classes())) == 1
+    assert class_tests("if isinstance(x, (str, Path)): pass\nname = type(model).__name__", _model_classes()) == []

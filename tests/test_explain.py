@@ -329,10 +329,11 @@ def test_cli_bad_input_is_named(argv, message):
 def test_bad_python_input_is_named():
     model, vocabulary = demo_model()
     batch = demo_batch(vocabulary)
-    with pytest.raises(TypeError, match="explain supports GraphTransformerModel, GraphSequenceModel, got Linear"):
+    with pytest.raises(TypeError, match="explain needs a model implementing gnn_transformer.core.interface "
+                                        r"\(attention_sites\); this Linear lacks attention_sites"):
         explain(torch.nn.Linear(2, 2), batch)
-    with pytest.raises(ValueError, match="built without a graph"):
-        explain(GraphSequenceModel(**paper_parts(5, 8, 2, 1, 8)), graphs.sequence_data(torch.tensor([2, 3])))
+    with pytest.raises(ValueError, match="source, token_types go with hf="):
+        explain(model, batch, source="the cat", token_types=[0, 0])
     with pytest.raises(TypeError, match="seq2seq batch"):
         explain(model, graphs.sequence_data(torch.tensor([2, 3]), "complete"))
     decoder = GraphDecoderModel(5, d_model=8, nhead=2, num_layers=1, dim_feedforward=8)
@@ -348,3 +349,31 @@ def test_bad_python_input_is_named():
         explain(model, batch, vocabulary=(Vocabulary(["x"]), vocabulary))
     with pytest.raises(TypeError, match="vocabulary must be a Vocabulary"):
         explain(model, batch, vocabulary=["the", "cat"])
+
+
+def test_a_variant_with_relative_biases_is_explained_edge_by_edge():
+    """A GraphVariantModel (T5 buckets, RMSNorm, SwiGLU) through the interface: no absolute positions among its
+    inputs, every self-attention edge shows the bias the model adds to its score."""
+    from gnn_transformer.analysis.recording import record
+    from gnn_transformer.variants import GraphVariantModel
+
+    torch.manual_seed(0)
+    model = GraphVariantModel(9, 8, 2, num_layers=2, dim_feedforward=16, dropout=0.0, positions="t5", norm="rms",
+                              feed_forward="swiglu", bidirectional=False, graph=graphs.causal,
+                              dtype=torch.float64).eval()
+    data = graphs.sequence_data(torch.tensor([2, 3, 4, 5]), "causal")
+    explanation = explain(model, data, digits=6)
+    keys = [stage.key for stage in explanation.stages]
+    assert keys[:3] == ["tokens.embedding", "tokens.input", "stack.graph"] and "tokens.positional" not in keys
+    assert explanation.heading == "GraphVariantModel (d_model 8, 2 heads, 2 layers) on '2 3 4 5'"
+    with record(model) as recording, torch.no_grad():
+        logits = model(data)
+    text = explanation.text()
+    for layer in (0, 1):
+        entry = recording.attention_of("decoder self", layer)
+        rows = _table(text, f"Decoder-only stack layer {layer + 1} · masked self-attention", "head 1: edges")
+        assert [[int(r["j"]), int(r["i"])] for r in rows] == entry.edge_index.t().tolist()
+        assert_printed(rows, ["bias", "score", "weight"],
+                       torch.stack([entry.edge_bias[:, 1], entry.scores[:, 1], entry.weights[:, 1]], -1), digits=6)
+    assert len(set(_values(rows, ["bias"]).flatten().tolist())) > 1  # the buckets differ
+    assert_printed(_table(text, "Output: logits", "logits"), [str(c) for c in range(9)], logits, digits=6)

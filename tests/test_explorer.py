@@ -263,3 +263,21 @@ def test_a_character_model_is_shown_on_its_window_graph(charlm_run):
         explore(checkpoint=charlm_run, source="abc", target="<s>")
     with pytest.raises(ValueError, match="characters not in the model's vocabulary: \\['\u00e9'\\]"):
         explore(checkpoint=charlm_run, source="caf\u00e9")
+
+
+def test_a_variant_with_alibi_shows_its_biases_as_edge_features():
+    from gnn_transformer.variants import GraphVariantModel
+
+    torch.manual_seed(0)
+    model = GraphVariantModel(9, 8, 2, num_layers=2, dim_feedforward=16, dropout=0.0, positions="alibi",
+                              graph=graphs.causal).eval()
+    data = graphs.sequence_data(torch.tensor([2, 3, 4, 5]), "causal")
+    views = explore(model, data).data["views"]
+    with record(model) as recording, torch.no_grad():
+        model(data)
+    assert [(view["kind"], view["layer"]) for view in views] == [("decoder self", 0), ("decoder self", 1)]
+    for view in views:
+        entry = recording.attention_of(view["kind"], view["layer"])
+        assert_view_is_recorded(view, entry)
+        assert_rounded(view["biases"], entry.edge_bias.expand_as(entry.scores))  # (num_edges, H): per head slopes
+        assert any(bias != 0 for row in view["biases"] for bias in row)  # edges from earlier tokens

@@ -62,8 +62,17 @@ def test_every_architecture_is_explored_from_its_saved_folder(saved, arch):
         assert torch.allclose(torch.tensor(view["weights"], dtype=torch.float64), entry.weights.double(), rtol=1e-5,
                               atol=1e-7)
     json.dumps(data, allow_nan=False)
-    if arch == "t5":  # relative buckets enter the scores of both self-attentions as per-edge biases
+    if arch == "t5":  # relative buckets enter the scores of both self-attentions as per-edge biases, an edge feature
         assert all(entry.edge_bias is not None for entry in recording.attention if entry.kind != "cross")
+        for view in data["views"]:
+            entry = recording.attention_of(view["kind"], view["layer"])
+            if view["kind"] == "cross":
+                assert "biases" not in view
+            else:
+                assert torch.allclose(torch.tensor(view["biases"], dtype=torch.float64), entry.edge_bias.double(),
+                                      rtol=1e-5, atol=1e-7)
+    else:
+        assert all("biases" not in view for view in data["views"])
     if arch == "gpt2":
         assert all(j <= i for view in data["views"] for j, i in view["edges"])  # the causal graph
 
@@ -89,6 +98,9 @@ def test_bad_folders_and_tokens_are_named(saved, tmp_path):
         explore(hf=folders["bert"], source="1 200")
     with pytest.raises(ValueError, match="give token ids separated by spaces"):
         explore(hf=folders["gpt2"], source="the cat")
+    with pytest.raises(TypeError, match="explore needs a model implementing gnn_transformer.core.interface "
+                                        r"\(attention_sites\); this Linear lacks attention_sites"):
+        explore(hf=torch.nn.Linear(2, 2), source="1 2")
     with pytest.raises(SystemExit, match="--hf needs --source"):
         main(["explore", "--hf", str(folders["gpt2"]), "--out", str(tmp_path / "x.html")])
 
@@ -113,10 +125,41 @@ def test_the_page_of_a_gpt2_and_a_t5_draws_the_recorded_weights(browser, saved, 
             for layer in range(2):
                 for head in (0, 3):
                     opened.choose(kind, layer, head)
-                    expected = expected_edges(recording.attention_of(kind, layer), head)
+                    entry = recording.attention_of(kind, layer)
+                    expected = expected_edges(entry, head)
                     drawn = {(e["source"], e["target"]): e["weight"] for e in opened.drawn_edges()}
                     assert set(drawn) == set(expected)
                     for edge, weight in drawn.items():
                         assert abs(weight - expected[edge][0]) <= ROUNDING * abs(expected[edge][0]) + 1e-12
+                    biases = _drawn_biases(opened)
+                    if entry.edge_bias is None:  # GPT-2, and T5's cross-attention: no edge feature drawn
+                        assert biases == {} and "score bias" not in opened.page.inner_text("#graph-legend")
+                        continue
+                    recorded = {(j, i): float(b) for (j, i), b in zip(entry.edge_index.t().tolist(),
+                                                                      entry.edge_bias[:, head])}
+                    assert set(biases) == set(recorded) and len(set(recorded.values())) > 1  # buckets differ
+                    for edge, bias in biases.items():
+                        assert abs(bias - recorded[edge]) <= ROUNDING * abs(recorded[edge]) + 1e-12
+                    assert "score bias b_ij" in opened.page.inner_text("#graph-legend")
+        if arch == "t5":  # hovering an edge of the encoder shows its bias beside its score and weight
+            opened.choose("encoder self", 0, 1)
+            page = opened.page
+            x, y = page.eval_on_selector_all("#graph .edge-hit", """hits => {  // the middle of the top edge
+                const hit = hits[hits.length - 1], m = hit.getScreenCTM();
+                const p = hit.getPointAtLength(hit.getTotalLength() / 2);
+                return [p.x * m.a + p.y * m.c + m.e, p.x * m.b + p.y * m.d + m.f]; }""")
+            page.mouse.move(x, y)
+            source, target = page.evaluate("([x, y]) => { const e = document.elementFromPoint(x, y); "
+                                           "return [+e.dataset.source, +e.dataset.target]; }", [x, y])
+            entry = recording.attention_of("encoder self", 0)
+            index = entry.edge_index.t().tolist().index([source, target])
+            shown = float(opened.page.inner_text("#tooltip .tip-bias"))
+            assert shown == pytest.approx(float(entry.edge_bias[index, 1]), abs=6e-5)
     finally:
         opened.page.close()
+
+
+def _drawn_biases(opened) -> dict:
+    return {(e["source"], e["target"]): e["bias"] for e in opened.page.eval_on_selector_all(
+        "#graph .edge[data-bias]", "paths => paths.map(p => ({source: +p.dataset.source, target: +p.dataset.target, "
+                                   "bias: +p.dataset.bias}))")}

@@ -274,3 +274,40 @@ def test_every_variant_decodes_incrementally_as_it_recomputes(options):
 
     whole = model(Batch.from_data_list([graphs.sequence_data(p, "causal") for p in prompts]))
     assert relative_difference(stepped, whole) < 1e-12
+
+def test_decoder_settings_the_search_cannot_honour_are_named():
+    """Settings of one search given to another are refused, not ignored: each error names the setting,
+    what was given and what it needs."""
+    model, prompts = decoder_model(), sources((3, 2), 0, 11)
+    with pytest.raises(ValueError, match=r"early_stopping=True is Hugging Face's beam-search setting: it needs "
+                                         r"strategy='beam' and beam_scoring='hf', got strategy='greedy'"):
+        generate(model, prompts, early_stopping=True, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"early_stopping='never' .* got strategy='beam', beam_scoring='paper'"):
+        generate(model, prompts, strategy="beam", early_stopping="never", max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"beam_scoring must be one of \('paper', 'hf'\), got 'fairseq'"):
+        generate(model, prompts, strategy="beam", beam_scoring="fairseq", max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"beam_size \(6\) keeps 2 \* beam_size candidates, more than the "
+                                         r"vocabulary \(11 tokens\)"):
+        generate(model, prompts, strategy="beam", beam_scoring="hf", beam_size=6, max_new_tokens=2)
+    hf = generate(model, prompts, strategy="beam", beam_scoring="hf", beam_size=3, early_stopping=True,
+                  length_penalty=1.0, max_new_tokens=3)  # honoured where it applies
+    assert len(hf) == 2
+
+
+@pytest.mark.parametrize("options", [dict(positions="t5", bidirectional=False), dict(positions="rotary")],
+                         ids=["t5", "rotary"])
+def test_seeded_sampling_of_a_variant_is_reproducible_and_grows_as_it_recomputes(options):
+    torch.manual_seed(0)
+    model = GraphVariantModel(11, 16, 4, num_layers=2, dim_feedforward=32, dropout=0.0, dtype=DT,
+                              graph=graphs.causal, **options).eval()
+    prompts = sources((3, 1, 4), high=11)
+
+    def draw(seed, recompute=False):
+        return generate(model, prompts, strategy="sample", temperature=1.5, max_new_tokens=6,
+                        generator=torch.Generator().manual_seed(seed), recompute=recompute)
+
+    first, again, recomputed, other = draw(5), draw(5), draw(5, recompute=True), draw(6)
+    assert [h.tokens.tolist() for h in first] == [h.tokens.tolist() for h in again] == \
+        [h.tokens.tolist() for h in recomputed]
+    assert all(abs(a.score - b.score) < 1e-10 for a, b in zip(first, recomputed))
+    assert [h.tokens.tolist() for h in first] != [h.tokens.tolist() for h in other]

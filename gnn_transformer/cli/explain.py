@@ -4,7 +4,9 @@ head the projections q, k, v, per edge the score, weight and message, per node t
 add & norm, the feed-forward network, the decoder's causal and cross edges, logits and
 probabilities.  By default the seeded demo model (d_model 8, 2 heads, 2+2 layers, untrained)
 reads "the cat sat" and is fed "<s> le chat"; ``--checkpoint`` explains a model trained with
-``gnn-transformer train`` instead (a seq2seq task, or charlm on a text)."""
+``gnn-transformer train`` instead (a seq2seq task, or charlm on a text); ``--hf DIR`` a Hugging Face
+GPT-2, BERT, BART or T5 written by ``save_pretrained`` (``--source``: text for its saved tokenizer,
+else token ids separated by spaces; ``--token-types`` for BERT's segments)."""
 from __future__ import annotations
 
 import argparse
@@ -39,8 +41,13 @@ def add_parser(subparsers) -> None:
                       help="layers of each stack")
     demo.add_argument("--dim-feedforward", dest="dim_feedforward", type=positive_int, default=_DEFAULTS.dim_feedforward)
     demo.add_argument("--seed", type=non_negative_int, default=_DEFAULTS.seed, help="seed of the demo's weights")
-    parser.add_argument("--checkpoint", metavar="DIR", default=None,
-                        help="a run folder of 'gnn-transformer train' (or its checkpoint folder)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", metavar="DIR", default=None,
+                       help="a run folder of 'gnn-transformer train' (or its checkpoint folder)")
+    model.add_argument("--hf", metavar="DIR", default=None,
+                       help="a Hugging Face GPT-2, BERT, BART or T5 folder written by save_pretrained")
+    parser.add_argument("--token-types", dest="token_types", metavar="IDS", default=None,
+                        help="with --hf (BERT): the segment of every source token, e.g. '0 0 1 1'")
     parser.set_defaults(func=run)
 
 
@@ -101,14 +108,31 @@ def _demo_input(args):
     return _seq2seq(model, (vocabulary, vocabulary), args, " ".join(DEMO_SOURCE), " ".join(DEMO_TARGET))
 
 
+def _token_types(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(word) for word in text.split()]
+    except ValueError:
+        raise ValueError(f"--token-types {text!r}: give one integer segment per token, e.g. '0 0 1 1'") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..explain import explain
 
+    options = dict(layers=args.layers, digits=args.digits, max_features=args.max_features)
     try:
-        model, batch, vocabulary = _trained(args) if args.checkpoint else _demo_input(args)
-        explanation = explain(model, batch, vocabulary=vocabulary, layers=args.layers, digits=args.digits,
-                              max_features=args.max_features)
-    except (FileNotFoundError, ValueError) as error:
+        if args.hf is not None:
+            if not args.source:
+                raise ValueError("--hf needs --source: the text (or token ids) the model reads")
+            explanation = explain(hf=args.hf, source=args.source, target=args.target,
+                                  token_types=_token_types(args.token_types), **options)
+        else:
+            if args.token_types is not None:
+                raise ValueError("--token-types goes with --hf (a BERT's segments)")
+            model, batch, vocabulary = _trained(args) if args.checkpoint else _demo_input(args)
+            explanation = explain(model, batch, vocabulary=vocabulary, **options)
+    except (FileNotFoundError, ValueError, TypeError) as error:
         raise SystemExit(f"gnn-transformer explain: {error}") from None
     if not (args.quiet and args.html):
         print(explanation.text(), end="")

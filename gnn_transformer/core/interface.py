@@ -39,6 +39,17 @@ the logits of the new nodes and, per layer, their attention weights per edge
 
 Shapes: t_new, p_new, g_new (n,); E_new (2, num_new_edges); logits (n, vocab).
 
+**What explain shows of the inputs (optional).** ``model.input_parts()`` lists the terms of each
+side's node features as :class:`InputPart`: which module computes the token embedding, the
+absolute positions, the token types, and which of its calls in one forward pass is that side's
+(a module shared by source and target is called once per side).  ``explain`` shows each part and
+then the input of the stack's first layer; a model without the method shows that input only.
+
+An :class:`AttentionSite` may name the graph its self-attention runs on (``site.graph``, a
+:class:`~gnn_transformer.graphs.SequenceGraph` such as a window pattern); without one, tools take
+the complete graph for ``"encoder self"``, the causal graph for ``"decoder self"``
+(:func:`site_graph`).
+
 :func:`require_interface` checks that a model implements what a tool needs and names what is missing.
 """
 from __future__ import annotations
@@ -50,15 +61,16 @@ import torch
 from torch import Tensor, nn
 
 from ..graphs.builders import _contiguous_ranges, lengths_to_ptr
+from ..graphs.patterns.registry import sequence_graph
 from .attention import KeyValueCache
 
-__all__ = ["ATTENTION_KINDS", "AttentionSite", "DecodingState", "GraphModelInterface", "require_interface",
-           "check_token_ids",
-           "DECODING", "RECORDING"]
+__all__ = ["ATTENTION_KINDS", "AttentionSite", "DecodingState", "GraphModelInterface", "InputPart",
+           "require_interface", "check_token_ids", "site_graph", "DECODING", "RECORDING", "INPUT_ROLES"]
 
 ATTENTION_KINDS = ("encoder self", "decoder self", "cross")
 DECODING = ("begin_decoding", "decode_step")
 RECORDING = ("attention_sites",)
+INPUT_ROLES = ("embedding", "positional", "token type")
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,27 @@ class AttentionSite:
     kind: str
     layer: int
     module: nn.Module
+    graph: object = None  # the SequenceGraph of a self-attention, when the model declares one (see site_graph)
+
+
+@dataclass(frozen=True)
+class InputPart:
+    """One term of a side's node features, as computed by the module ``name`` (qualified name).
+
+    Attributes:
+        side: ``"source"`` / ``"target"`` (encoder-decoder) or ``"tokens"`` (a single stack).
+        role: one of :data:`INPUT_ROLES`.
+        name: the qualified name of the module whose output is this term.
+        call: which of that module's calls in one forward pass is this side's (0: the first,
+            -1: the last; a module shared by both sides is called once per side).
+        formula: what the module computes, e.g. ``"e_i = E[token_i] · √d_model"``.
+    """
+
+    side: str
+    role: str
+    name: str
+    call: int = 0
+    formula: str = ""
 
 
 @dataclass
@@ -133,6 +166,14 @@ class GraphModelInterface(Protocol):
         ...
 
 
+def site_graph(site: AttentionSite):
+    """The :class:`~gnn_transformer.graphs.SequenceGraph` a self-attention site runs on: the one it names,
+    else the complete graph (``"encoder self"``) or the causal graph (``"decoder self"``); ``None`` for cross."""
+    if site.graph is not None:
+        return site.graph
+    return {"encoder self": sequence_graph("complete"), "decoder self": sequence_graph("causal")}.get(site.kind)
+
+
 def require_interface(model, methods: Sequence[str], tool: str) -> None:
     """Raise ``TypeError`` naming the methods of the interface that ``model`` lacks for ``tool``."""
     missing = [name for name in methods if not callable(getattr(model, name, None))]
@@ -150,15 +191,16 @@ def check_token_ids(inputs: Sequence[Tensor], vocab_size: int, name: str = "inpu
                              f"{vocab_size} tokens (ids 0..{vocab_size - 1})")
 
 
-def sites_from_stacks(model: nn.Module, stacks: Sequence[tuple[str, str]]) -> list[AttentionSite]:
+def sites_from_stacks(model: nn.Module, stacks: Sequence[tuple[str, str]], graph=None) -> list[AttentionSite]:
     """Attention sites of ``model`` from its stacks: ``(qualified name of a stack, kind of its self-attention)``;
-    a stack whose layers have ``multihead_attn`` adds ``"cross"`` sites."""
+    a stack whose layers have ``multihead_attn`` adds ``"cross"`` sites.  ``graph``: the
+    :class:`~gnn_transformer.graphs.SequenceGraph` of every self-attention, if the model declares one."""
     sites = []
     for stack_name, self_kind in stacks:
         stack = model.get_submodule(stack_name)
         for index, layer in enumerate(stack.layers):
             prefix = f"{stack_name}.layers.{index}."
-            sites.append(AttentionSite(prefix + "self_attn", self_kind, index, layer.self_attn))
+            sites.append(AttentionSite(prefix + "self_attn", self_kind, index, layer.self_attn, graph))
             cross = getattr(layer, "multihead_attn", None)
             if cross is not None:
                 sites.append(AttentionSite(prefix + "multihead_attn", "cross", index, cross))

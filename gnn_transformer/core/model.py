@@ -24,13 +24,15 @@ from torch import Tensor, nn
 from ..graphs.builders import causal, complete
 from ..graphs.patterns.registry import as_sequence_graph
 from .embedding import SinusoidalPositionalEncoding, TokenEmbedding
-from .interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks, source_batch
+from .interface import AttentionSite, DecodingState, InputPart, check_token_ids, sites_from_stacks, source_batch
 from .layers import GraphTransformerEncoderLayer
 from .stacks import GraphTransformer, GraphTransformerEncoder
 
 __all__ = ["GraphTransformerModel", "GraphSequenceModel", "paper_parts", "GraphEncoderModel", "GraphDecoderModel"]
 
 TIES = ("none", "output", "all")
+_EMBEDDING = "e_i = E[token_i] · √d_model"
+_SINUSOID = "PE(pos, 2k) = sin(pos / 10000^(2k / d_model)),   PE(pos, 2k+1) = cos(pos / 10000^(2k / d_model))"
 
 
 def _edge_bias(store):
@@ -165,6 +167,13 @@ class GraphTransformerModel(_TokenModel):
         """Encoder self-attention, decoder self-attention and cross-attention of every layer."""
         return sites_from_stacks(self, [("transformer.encoder", "encoder self"), ("transformer.decoder", "decoder self")])
 
+    def input_parts(self) -> list[InputPart]:
+        """Token embeddings (× √d_model) and sinusoidal encodings of the sources, then of the targets."""
+        source = "tgt_embed" if self.src_embed is self.tgt_embed else "src_embed"  # one module when tied
+        return [InputPart(side, role, name, call, formula) for side, call, embed in
+                (("source", 0, source), ("target", -1, "tgt_embed"))
+                for role, name, formula in (("embedding", embed, _EMBEDDING), ("positional", "positional", _SINUSOID))]
+
     def begin_decoding(self, inputs, *, bos: int | None = None):
         """Encode the sources once; every target starts with ``bos`` (see :mod:`~gnn_transformer.core.interface`)."""
         from torch_geometric.data import HeteroData
@@ -292,7 +301,16 @@ class GraphSequenceModel(_TokenModel):
     def attention_sites(self) -> list[AttentionSite]:
         """One self-attention per layer: ``"decoder self"`` on a causal graph, ``"encoder self"`` otherwise."""
         kind = "decoder self" if self.graph is not None and self.graph.causal else "encoder self"
-        return sites_from_stacks(self, [("encoder", kind)])
+        return sites_from_stacks(self, [("encoder", kind)], graph=self.graph)
+
+    def input_parts(self) -> list[InputPart]:
+        """The token embedding and, if the model adds absolute positions, their encoding."""
+        parts = [InputPart("tokens", "embedding", "embed", 0, "e_i = E[token_i]")]
+        if self.positional is not None:
+            sinusoid = isinstance(self.positional, SinusoidalPositionalEncoding)
+            parts.append(InputPart("tokens", "positional", "positional", 0,
+                                   _SINUSOID if sinusoid else "PE_i = PE[pos_i]   (learned)"))
+        return parts
 
     def begin_decoding(self, inputs, *, bos: int | None = None):
         """The prompts are the first tokens (``bos`` is not used); needs a causal graph."""

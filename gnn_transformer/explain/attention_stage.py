@@ -111,5 +111,28 @@ def attention_stage(key: str, title: str, record: AttentionRecord, query_labels:
               f"scores and weights: (edges, H) = ({num_edges}, {num_heads})",
               f"messages: (edges, H, d_v) = ({num_edges}, {num_heads}, {value_dim})",
               f"h: (T, H, d_v); concatenated: (T, H·d_v) = ({num_targets}, {num_heads * value_dim})",
-              f"scale 1/√d_k = {record.scale:.4g}"]
-    return Stage(key, title, ATTENTION_FORMULA, words, shapes, tables)
+              _scale_words(record.scale, head_dim)]
+    return Stage(key, title, _formula(record.scale, head_dim, record.edge_bias is not None), words, shapes, tables)
+
+
+_PAPER_SCORE = "s_ij = q_i · k_j / √d_k"
+
+
+def _paper_scale(scale: float, head_dim: int) -> bool:
+    return abs(scale - head_dim ** -0.5) <= 1e-12 * head_dim ** -0.5
+
+
+def _formula(scale: float, head_dim: int, bias: bool) -> str:
+    """The attention formula with the score this attention computes: its own scale, its edge bias."""
+    if _paper_scale(scale, head_dim):
+        score = _PAPER_SCORE
+    else:
+        score = "s_ij = q_i · k_j" if scale == 1.0 else f"s_ij = {scale:.4g} · q_i · k_j"
+    score += " + b_ij" if bias else ""
+    return ATTENTION_FORMULA.replace(_PAPER_SCORE, score.ljust(len(_PAPER_SCORE)), 1)
+
+
+def _scale_words(scale: float, head_dim: int) -> str:
+    if _paper_scale(scale, head_dim):
+        return f"scale 1/√d_k = {scale:.4g}"
+    return f"scale {scale:.4g} (not 1/√d_k = {head_dim ** -0.5:.4g}: the model's own, e.g. T5's unscaled scores)"

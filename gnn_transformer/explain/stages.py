@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..core.layers import ACTIVATIONS
 from .document import ELLIPSIS, Stage, Table, node_table, row_statistics
 
-__all__ = ["embedding_stages", "graph_stage", "norm_stage", "residual_stage", "feed_forward_stage",
+__all__ = ["input_stages", "graph_stage", "norm_stage", "residual_stage", "feed_forward_stage",
            "layer_summary_stage", "output_stages"]
 
 MAX_SOURCES_LISTED = 12  # sources named per target in a graph table
@@ -24,46 +24,86 @@ def _shape(name: str, tensor: Tensor, axes: str) -> str:
     return f"{name}: ({axes}) = {tuple(tensor.shape)}"
 
 
-def embedding_stages(side: str, labels: Sequence[str], embedded: Tensor, positional: Tensor, summed: Tensor,
-                     positions: Tensor, max_features: int, *, fed: str = "") -> list[Stage]:
-    """Token embeddings (× √d_model), positional encodings and their sum, for one side.
+_ROLE_TITLES = {"embedding": "embedding", "positional": "positional encoding", "token type": "token type embedding"}
+_ROLE_KEYS = {"embedding": "embedding", "positional": "positional", "token type": "token_type"}
+_ROLE_WORDS = {
+    "embedding": ("Each token id picks one row of a learned table E (one vector of d_model numbers per word of the "
+                  "vocabulary). Each token is one node of the graph, and this is its first feature vector. "),
+    "scaled": ("The paper multiplies the row by √d_model so that it has about the size of the positional encoding "
+               "it is added to. "),
+    "sinusoid": ("Attention sums over a set of edges and ignores their order, so each token's position is written "
+                 "into its vector. The encoding is added, not concatenated: it has the same width d_model, and the "
+                 "model learns projections that separate word from position; concatenating would make every layer "
+                 "wider. In the graph the position is a node attribute, so no padding is needed."),
+    "positional": ("Attention sums over a set of edges and ignores their order, so each token's position is written "
+                   "into its vector: one vector per position (here from a table the model learned), added to the embedding. In the graph the "
+                   "position is a node attribute, so no padding is needed."),
+    "token type": ("Each token also gets the learned vector of its segment (token type: 0 for the first sentence, "
+                   "1 for the second), so that attention can tell two sentences of one input apart."),
+}
+
+
+def _symbol(part) -> str:
+    if part.role == "positional":
+        return "PE"
+    return {"embedding": "e", "token type": "T"}[part.role]
+
+
+def _part_stage(side: str, word: str, part, value: Tensor, labels, positions: Tensor, max_features: int,
+                fed: str) -> Stage:
+    title = _ROLE_TITLES[part.role]
+    scaled = part.role == "embedding" and "√d_model" in part.formula.split("(")[0]
+    if scaled:
+        title += " × √d_model"
+    if part.role == "embedding":
+        words = _ROLE_WORDS["embedding"] + (_ROLE_WORDS["scaled"] if scaled else "") + fed
+    elif part.role == "positional":
+        words = _ROLE_WORDS["sinusoid" if "sin" in part.formula else "positional"]
+    else:
+        words = _ROLE_WORDS["token type"]
+    symbol = _symbol(part)
+    extra = [("pos", positions)] if part.role == "positional" else []
+    table_title = {"embedding": "token embeddings e (one row per node)", "positional": f"positional encodings {symbol}(pos)",
+                   "token type": "token type embeddings T"}[part.role]
+    return Stage(f"{side}.{_ROLE_KEYS[part.role]}", f"{word}: {title}", part.formula or f"{symbol}_i", words,
+                 [_shape(symbol, value, "N, d_model")],
+                 [node_table(table_title, labels, [(symbol.lower(), value)], max_features, extra=extra)])
+
+
+def input_stages(side: str, labels: Sequence[str], parts: Sequence[tuple], x: Tensor, positions: Tensor,
+                 max_features: int, *, fed: str = "") -> list[Stage]:
+    """The terms of one side's node features (token embedding, positions, token types), then the input of the
+    first layer.
 
     Args:
         side: ``"source"``, ``"target"`` or ``"tokens"`` (single-stack models); also the key prefix.
-        embedded, positional, summed: (N, d_model) each.
+        parts: ``(InputPart, value (N, d_model))`` per term the model names (``input_parts()``); may be empty.
+        x: (N, d_model) what the first layer reads.
         fed: words on what this side is fed (the decoder's teacher forcing).
     """
-    d_model = embedded.size(-1)
     word = {"source": "Source tokens", "target": "Target tokens"}.get(side, "Tokens")
-    embedding = Stage(
-        f"{side}.embedding", f"{word}: embedding × √d_model",
-        f"e_i = E[token_i] · √d_model          (√{d_model} = {math.sqrt(d_model):.4g})",
-        "Each token id picks one row of a learned table E (one vector of d_model numbers per word of the "
-        "vocabulary); the paper multiplies it by √d_model so that it has about the size of the positional "
-        "encoding it is added to. Each token is one node of the graph, and this is its first feature vector. "
-        + fed,
-        [_shape("e", embedded, "N, d_model")],
-        [node_table("token embeddings e (one row per node)", labels, [("e", embedded)], max_features)],
-    )
-    encoding = Stage(
-        f"{side}.positional", f"{word}: positional encoding",
-        "PE(pos, 2k) = sin(pos / 10000^(2k / d_model)),   PE(pos, 2k+1) = cos(pos / 10000^(2k / d_model))",
-        "Attention sums over a set of edges and ignores their order, so each token's position is written into "
-        "its vector. The encoding is added, not concatenated: it has the same width d_model, and the model "
-        "learns projections that separate word from position; concatenating would make every layer wider. "
-        "In the graph the position is a node attribute, so no padding is needed.",
-        [_shape("PE", positional, "N, d_model")],
-        [node_table("positional encodings PE(pos)", labels, [("pe", positional)], max_features,
-                    extra=[("pos", positions)])],
-    )
-    total = Stage(
-        f"{side}.input", f"{word}: embedding + positional encoding",
-        "x_i = e_i + PE(pos_i)          (then dropout, the identity at inference)",
-        "The sum is each node's input to the first layer.",
-        [_shape("x", summed, "N, d_model")],
-        [node_table("x = e + PE", labels, [("x", summed)], max_features)],
-    )
-    return [embedding, encoding, total]
+    stages = [_part_stage(side, word, part, value, labels, positions, max_features, fed) for part, value in parts]
+    is_sum = bool(parts) and torch.allclose(sum(value for _, value in parts), x, rtol=1e-5, atol=1e-6)
+    if is_sum and len(parts) == 1:
+        title, table = f"{word}: input of the first layer", "x = " + _symbol(parts[0][0])
+        formula = f"x_i = {_symbol(parts[0][0])}_i          (then dropout, the identity at inference)"
+        words = "The embedding alone is each node's input to the first layer: no absolute position is added."
+    elif is_sum:
+        symbols = [_symbol(part) for part, _ in parts]
+        title = f"{word}: " + " + ".join(_ROLE_TITLES[part.role] for part, _ in parts)
+        formula = "x_i = " + " + ".join(s + ("(pos_i)" if s == "PE" else "_i") for s in symbols) + \
+            "          (then dropout, the identity at inference)"
+        words = "The sum is each node's input to the first layer."
+        table = "x = " + " + ".join(symbols)
+    else:
+        title = f"{word}: input of the first layer"
+        formula = "x_i = the node's input to layer 1"
+        words = ("What the first layer reads" + (": the model combines the terms above its own way (a norm of their "
+                                                  "sum, a scale) before the stack." if parts else ".")
+                 + ("" if parts else " " + fed))
+        table = "x (the first layer's input)"
+    return stages + [Stage(f"{side}.input", title, formula, words, [_shape("x", x, "N, d_model")],
+                           [node_table(table, labels, [("x", x)], max_features)])]
 
 
 def _edge_list_table(title: str, edge_index: Tensor, query_labels: Sequence[str], key_labels: Sequence[str]) -> Table:

@@ -18,10 +18,12 @@ and the weight
      "kinds": [{"kind": "encoder self", "label": "encoder self"}, ...],
      "views": [{"kind", "layer", "keys": "source" | "target", "queries": "source" | "target",
                 "heads": H, "edges": [[j, i], ...], "scores": [[s_h, ...], ...],
-                "weights": [[alpha_h, ...], ...]}, ...]}
+                "weights": [[alpha_h, ...], ...],
+                "biases": [[b_h, ...], ...] (only where the attention adds a per-edge bias b_ij)}, ...]}
 
 Numbers keep :data:`SIGNIFICANT_DIGITS` significant digits; a score of :math:`-\infty` (a
-blocked edge bias) is written ``null``.  Single-stack models (:class:`GraphSequenceModel`: :class:`GraphEncoderModel`,
+blocked edge bias) is written ``null``.  A per-edge score bias (T5's relative position buckets,
+ALiBi) is an edge feature: the page shows it on every edge it enters.  Single-stack models (:class:`GraphSequenceModel`: :class:`GraphEncoderModel`,
 :class:`GraphDecoderModel`, ...) have one kind of attention, labelled ``"self"``, over the
 ``source`` tokens.
 """
@@ -66,6 +68,8 @@ def recording_views(recording: Recording) -> list[dict]:
             "heads": entry.num_heads, "edges": entry.edge_index.t().tolist(),  # (num_edges, 2): [j, i]
             "scores": _rounded(entry.scores), "weights": _rounded(entry.weights),  # (num_edges, H) each
         }
+        if entry.edge_bias is not None:  # a per-edge feature: T5's relative buckets, ALiBi
+            views[entry.kind, entry.layer]["biases"] = _rounded(entry.edge_bias.expand_as(entry.scores))
     if not views:
         raise ValueError("the model ran no graph attention in a stack's layers "
                          "(GraphMultiheadAttention inside .encoder/.decoder layers); nothing to explore")

@@ -4,7 +4,8 @@
  *
  * Edge convention: edge j -> i means token i (the query, the target) attends to token j (the
  * key, the source); the weights into each target sum to 1.  Every drawn edge carries
- * data-source, data-target, data-weight and data-score; its stroke width and opacity encode
+ * data-source, data-target, data-weight and data-score (and data-bias where the attention adds a
+ * per-edge bias, such as T5's relative position buckets); its stroke width and opacity encode
  * the weight by ENCODING (exposed as window.gnnExplorer.encoding).
  */
 (function () {
@@ -53,19 +54,25 @@
     return data.views.filter(function (v) { return v.kind === state.kind && v.layer === state.layer; })[0];
   }
 
+  /* The mean over heads; null if any head's value is null (a blocked edge, score -inf). */
+  function mean(values) {
+    return values.indexOf(null) >= 0 ? null : values.reduce(function (a, b) { return a + b; }, 0) / values.length;
+  }
+
   /* The edges of the chosen view and head ("mean": the mean over heads), drawing order: light first. */
   function edgesOf(view) {
     var edges = view.edges.map(function (pair, index) {
-      var weight, score;
+      var weight, score, bias = null;
       if (state.head === "mean") {
-        weight = view.weights[index].reduce(function (a, b) { return a + b; }, 0) / view.heads;
-        score = view.scores[index].indexOf(null) >= 0 ? null
-          : view.scores[index].reduce(function (a, b) { return a + b; }, 0) / view.heads;
+        weight = mean(view.weights[index]);
+        score = mean(view.scores[index]);
+        if (view.biases) { bias = mean(view.biases[index]); }
       } else {
         weight = view.weights[index][Number(state.head)];
         score = view.scores[index][Number(state.head)];
+        if (view.biases) { bias = view.biases[index][Number(state.head)]; }
       }
-      return { index: index, source: pair[0], target: pair[1], weight: weight, score: score };
+      return { index: index, source: pair[0], target: pair[1], weight: weight, score: score, bias: bias };
     });
     return edges.sort(function (a, b) { return a.weight - b.weight || a.index - b.index; });
   }
@@ -206,6 +213,7 @@
       '<div class="tip-note">key j = ' + edge.source + " \u2192 query i = " + edge.target + ", " + headName() +
       "</div><table>" +
       '<tr><td>score s<sub>ij</sub></td><td class="tip-score">' + format(edge.score) + "</td></tr>" +
+      (view.biases ? '<tr><td>bias b<sub>ij</sub></td><td class="tip-bias">' + format(edge.bias) + "</td></tr>" : "") +
       '<tr><td>weight \u03b1<sub>ij</sub></td><td class="tip-weight">' + format(edge.weight) + "</td></tr>" +
       "</table>" + (predicted === null ? "" : '<div class="tip-note">' + escapeText(target) + " predicts " +
       escapeText(predicted) + "</div>");
@@ -268,12 +276,13 @@
     var nodes = make("g", { id: "nodes" }, svg);
     edges.forEach(function (edge) {
       var d = edgePath(layout, edge);
-      make("path", {
+      var path = make("path", {
         "class": "edge", d: d, "data-source": edge.source, "data-target": edge.target,
         "data-weight": edge.weight, "data-score": edge.score === null ? "-Infinity" : edge.score,
         "stroke-width": ENCODING.minWidth + ENCODING.widthPerWeight * edge.weight,
         "stroke-opacity": ENCODING.minOpacity + ENCODING.opacityPerWeight * edge.weight
       }, drawn);
+      if (view.biases) { path.dataset.bias = edge.bias === null ? "-Infinity" : edge.bias; }
       var hit = make("path", { "class": "edge-hit", d: d, "data-source": edge.source, "data-target": edge.target }, hits);
       hit.addEventListener("mouseenter", function (event) {
         focus(svg, function (j, i) { return j === edge.source && i === edge.target; });
@@ -397,7 +406,8 @@
       " \u00b7 " + headName() + " of " + view.heads + " \u00b7 " + view.edges.length + " edges";
     byId("graph-legend").textContent = tokensOf(view.keys).length + " key tokens, " +
       tokensOf(view.queries).length + " query tokens. Hover an edge for its score and weight, a token for " +
-      "what it attends to.";
+      "what it attends to." + (view.biases ? " Every edge also carries a score bias b_ij from the positions of its " +
+      "ends (a relative position bias), added to q_i \u00b7 k_j: an edge feature, shown on hover." : "");
     byId("heatmap-legend").innerHTML = 'Colour: weight from 0 (white) to 1 (dark blue); hatched: no edge, ' +
       "the query does not see that key.";
     var graph = byId("graph");

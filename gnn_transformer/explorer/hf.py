@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 
 from ..analysis.recording import record_inference
+from ..core.interface import RECORDING, require_interface
+from ..convert.hf.saved import id_labels as _labels, load_saved, text_ids as _ids
 from .data import KINDS, recording_views
 
 __all__ = ["load_hf", "hf_data"]
@@ -23,46 +25,7 @@ __all__ = ["load_hf", "hf_data"]
 
 def load_hf(path: str | Path):
     """The graph model of the ``save_pretrained`` directory ``path`` and its tokenizer (``None`` if none is saved)."""
-    import transformers
-
-    from ..convert.hf import SUPPORTED, from_hf
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--hf {path}: no such directory (give a folder written by save_pretrained)")
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"--hf {path}: the directory has no config.json; give a folder written by "
-                                f"save_pretrained")
-    config = transformers.AutoConfig.from_pretrained(path)
-    names = [name for name in (config.architectures or []) if name in SUPPORTED]
-    if not names:
-        raise ValueError(f"--hf {path}: the config names {config.architectures}; supported: {sorted(SUPPORTED)}")
-    original = getattr(transformers, names[0]).from_pretrained(path).eval()
-    tokenizer = None
-    if any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json",
-                                                "spiece.model", "vocab.txt")):
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    return from_hf(original).eval(), tokenizer
-
-
-def _ids(text, tokenizer, what: str) -> list[int]:
-    if text is None:
-        return []
-    if not isinstance(text, str):
-        return [int(t) for t in text]
-    if tokenizer is not None:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    try:
-        return [int(word) for word in text.split()]
-    except ValueError:
-        raise ValueError(f"{what} {text!r}: without a tokenizer saved beside the model, give token ids separated by "
-                         f"spaces, e.g. '5 17 3'") from None
-
-
-def _labels(ids: Sequence[int], tokenizer) -> list[str]:
-    if tokenizer is None:
-        return [str(i) for i in ids]
-    return [str(t) for t in tokenizer.convert_ids_to_tokens(list(ids))]
+    return load_saved(path)
 
 
 def hf_data(model, source, target=None, *, tokenizer=None, title: str | None = None, max_new_tokens: int = 6) -> dict:
@@ -79,6 +42,7 @@ def hf_data(model, source, target=None, *, tokenizer=None, title: str | None = N
     if isinstance(model, (str, Path)):
         model, saved = load_hf(model)
         tokenizer = tokenizer or saved
+    require_interface(model, RECORDING, "explore")
     source_ids = _ids(source, tokenizer, "source")
     if not source_ids:
         raise ValueError("source is empty: give the text (or token ids) the model reads")

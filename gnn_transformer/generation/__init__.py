@@ -52,8 +52,6 @@ __all__ = [
     "PrefixScorer",
 ]
 
-BEAM_SCORING = ("paper", "hf")
-
 
 def decoding_graph(model, inputs: Sequence[Tensor], *, bos: int | None = None, recompute: bool = False,
                    record_attention: bool = False, attention_window: int | None = None):
@@ -114,9 +112,8 @@ def generate(model, inputs: Sequence[Tensor], *, strategy: str = "greedy", max_n
     """
     check_generate_arguments(inputs, strategy=strategy, max_new_tokens=max_new_tokens, bos=bos, eos=eos,
                              beam_size=beam_size, length_penalty=length_penalty, temperature=temperature, top_k=top_k,
-                             attention_window=attention_window)
-    if beam_scoring not in BEAM_SCORING:
-        raise ValueError(f"beam_scoring must be one of {BEAM_SCORING}, got {beam_scoring!r}")
+                             attention_window=attention_window, beam_scoring=beam_scoring,
+                             early_stopping=early_stopping)
     with evaluating(model):
         scorer = decoding_graph(model, inputs, bos=bos, recompute=recompute, record_attention=return_attention,
                                 attention_window=attention_window)

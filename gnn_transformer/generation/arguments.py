@@ -12,9 +12,11 @@ import numbers
 import torch
 from torch import Tensor
 
-__all__ = ["check_generate_arguments"]
+__all__ = ["check_generate_arguments", "check_early_stopping", "STRATEGIES", "BEAM_SCORING", "EARLY_STOPPING"]
 
 STRATEGIES = ("greedy", "beam", "sample")
+BEAM_SCORING = ("paper", "hf")  # the paper's search (Wu et al.'s length penalty) or Hugging Face generate's
+EARLY_STOPPING = (True, False, "never")  # Hugging Face's early_stopping (beam_scoring="hf")
 
 
 def _is_int(value) -> bool:
@@ -38,17 +40,33 @@ def _real(value, name: str, positive: bool) -> None:
         raise ValueError(f"{name} must be {'> 0 and ' if positive else ''}finite, got {value!r}")
 
 
+def check_early_stopping(early_stopping) -> None:
+    """Hugging Face's ``early_stopping``: True, False or ``"never"``."""
+    if not isinstance(early_stopping, (bool, str)) or early_stopping not in EARLY_STOPPING:
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+
+
 def check_generate_arguments(inputs, *, strategy: str, max_new_tokens, bos, eos, beam_size, length_penalty,
-                             temperature, top_k, attention_window) -> None:
+                             temperature, top_k, attention_window, beam_scoring: str = "paper",
+                             early_stopping=False) -> None:
     """Raise ``TypeError``/``ValueError`` naming the first bad argument of ``generate``.
 
     ``inputs``: a non-empty list or tuple of 1-D integer tensors (one per sequence);
-    ``strategy`` one of greedy, beam, sample; ``max_new_tokens`` >= 1; ``bos``/``eos`` token ids
+    ``strategy`` one of greedy, beam, sample; ``beam_scoring`` one of paper, hf, and
+    ``early_stopping`` (Hugging Face's, so only with ``beam_scoring="hf"``) True, False or "never";
+    ``max_new_tokens`` >= 1; ``bos``/``eos`` token ids
     >= 0 or ``None``; ``beam_size`` >= 1; ``length_penalty`` finite; ``temperature`` finite and
     positive; ``top_k`` and ``attention_window`` >= 1 or ``None``.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if beam_scoring not in BEAM_SCORING:
+        raise ValueError(f"beam_scoring must be one of {BEAM_SCORING}, got {beam_scoring!r}")
+    check_early_stopping(early_stopping)
+    if early_stopping is not False and not (strategy == "beam" and beam_scoring == "hf"):
+        raise ValueError(f"early_stopping={early_stopping!r} is Hugging Face's beam-search setting: it needs "
+                         f"strategy='beam' and beam_scoring='hf', got strategy={strategy!r}, "
+                         f"beam_scoring={beam_scoring!r}")
     if isinstance(inputs, Tensor) or not isinstance(inputs, (list, tuple)):
         raise TypeError(f"inputs must be a list of 1-D token-id tensors (one per sequence), got "
                         f"{type(inputs).__name__}" + (f" of shape {tuple(inputs.shape)}: pass list(inputs)"

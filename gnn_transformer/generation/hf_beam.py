@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import torch
 
-from .search import Hypothesis, _check_eos, _check_steps
+from .arguments import EARLY_STOPPING, check_early_stopping
+from .search import Beams, Hypothesis
 
 __all__ = ["hf_beam_search", "EARLY_STOPPING"]
-
-EARLY_STOPPING = (True, False, "never")
 
 
 def hf_beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int | None = None,
@@ -41,31 +40,15 @@ def hf_beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int 
     """Beam search as Hugging Face ``generate(num_beams=beam_size, length_penalty=, early_stopping=)``
     (see the module docs).  Returns the best finished :class:`Hypothesis` of every input sequence,
     its ``score`` being :math:`\\log P / |Y|^\\alpha`."""
-    _check_steps(max_new_tokens)
-    if not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
-    if early_stopping not in EARLY_STOPPING or not isinstance(early_stopping, (bool, str)):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-    log_probs = scorer.start()  # (B, V)
-    num_sequences, vocab = log_probs.shape
-    _check_eos(eos, vocab)
-    if 2 * beam_size > vocab:
+    check_early_stopping(early_stopping)
+    beams = Beams(scorer, max_new_tokens=max_new_tokens, beam_size=beam_size, eos=eos)
+    if 2 * beam_size > beams.vocab:
         raise ValueError(f"beam_size ({beam_size}) keeps 2 * beam_size candidates, more than the vocabulary "
-                         f"({vocab} tokens)")
-    device = log_probs.device
-    pair = torch.arange(num_sequences, device=device)  # (n,) input sequence of each live row, sorted
-    score = log_probs.new_zeros(num_sequences)  # (n,) log P of each live hypothesis
-    history = torch.empty(num_sequences, 0, dtype=torch.long, device=device)  # (n, t)
-    history_lp = log_probs.new_empty(num_sequences, 0)  # (n, t)
-    finished: list[list[Hypothesis]] = [[] for _ in range(num_sequences)]
+                         f"({beams.vocab} tokens)")
+    device = beams.log_probs.device
     for step in range(max_new_tokens):
         generated = step + 1
-        active = pair.unique_consecutive()  # (P,)
-        width = pair.numel() // active.numel()  # 1 at the first step, beam_size after
-        total = (score[:, None] + log_probs).reshape(active.numel(), width * vocab)  # (P, width V)
-        top_score, top = total.topk(2 * beam_size, dim=1)  # (P, 2K), best first
-        row = torch.arange(active.numel(), device=device)[:, None] * width + top // vocab  # live row
-        token = top % vocab  # (P, 2K)
+        active, top_score, row, token = beams.candidates(2 * beam_size)
         stops = token == eos if eos is not None else torch.zeros_like(token, dtype=torch.bool)
         if generated == max_new_tokens:
             stops = torch.ones_like(stops)
@@ -73,14 +56,11 @@ def hf_beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int 
         rank = torch.arange(token.size(1), device=device)
         done = []
         for p, sequence in enumerate(active.tolist()):
-            hypotheses = finished[sequence]
+            hypotheses = beams.finished[sequence]
             for j in (stops[p] & (rank < beam_size)).nonzero()[:, 0].tolist():
-                r, t = int(row[p, j]), int(token[p, j])
-                candidate = Hypothesis(torch.cat([history[r], token.new_tensor([t])]),
-                                       torch.cat([history_lp[r], log_probs[r, t: t + 1]]),
-                                       float(top_score[p, j]) / generated ** length_penalty,
-                                       t == eos, scorer.attention(r) if return_attention else None)
-                hypotheses.append(candidate)
+                t = int(token[p, j])
+                hypotheses.append(beams.hypothesis(int(row[p, j]), t, float(top_score[p, j]) / generated ** length_penalty,
+                                                   t == eos, return_attention))
                 hypotheses.sort(key=lambda h: -h.score)
                 del hypotheses[beam_size:]
             full = len(hypotheses) == beam_size
@@ -90,12 +70,6 @@ def hf_beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int 
             horizon = max_new_tokens if early_stopping == "never" and length_penalty > 0 else generated
             best_live = float(torch.where(keep[p], top_score[p], float("-inf")).max()) / horizon ** length_penalty
             done.append(full and best_live <= hypotheses[-1].score)
-        keep &= ~torch.tensor(done, device=device)[:, None]
-        if not bool(keep.any()):
+        if not beams.advance(keep & ~torch.tensor(done, device=device)[:, None], active, top_score, row, token):
             break
-        parent, new_token = row[keep], token[keep]  # (n',), grouped by pair, best first
-        history = torch.cat([history[parent], new_token[:, None]], dim=1)
-        history_lp = torch.cat([history_lp[parent], log_probs[parent, new_token][:, None]], dim=1)
-        score, pair = top_score[keep], active[:, None].expand_as(token)[keep]
-        log_probs = scorer.extend(parent, new_token)
-    return [hypotheses[0] for hypotheses in finished]
+    return [hypotheses[0] for hypotheses in beams.finished]

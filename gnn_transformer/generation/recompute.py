@@ -64,7 +64,7 @@ class RecomputedSeq2SeqGraph(PrefixScorer):
 
     def __init__(self, model, sources: Sequence[Tensor], bos: int) -> None:
         _check_eval(model)
-        device = model.generator.weight.device
+        device = next(model.parameters()).device
         self.model = model
         self.sources = _as_token_list(sources, "sources", device)
         super().__init__([torch.tensor([bos], device=device) for _ in self.sources])
@@ -82,7 +82,7 @@ class RecomputedCausalGraph(PrefixScorer):
     def __init__(self, model, prompts: Sequence[Tensor], attention_window: int | None = None) -> None:
         _check_eval(model)
         self.model, self.attention_window = model, attention_window
-        super().__init__(_as_token_list(prompts, "prompts", model.generator.weight.device))
+        super().__init__(_as_token_list(prompts, "prompts", next(model.parameters()).device))
 
     def _score(self, group, prefixes):
         from torch_geometric.data import Batch

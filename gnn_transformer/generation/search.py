@@ -41,7 +41,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Hypothesis", "greedy", "sample", "beam_search", "length_penalty_factor"]
+__all__ = ["Hypothesis", "Beams", "greedy", "sample", "beam_search", "length_penalty_factor"]
 
 
 @dataclass
@@ -154,6 +154,60 @@ def sample(scorer, *, max_new_tokens: int, eos: int | None = None, temperature: 
     return _one_per_sequence(scorer, choose, max_new_tokens, eos, return_attention)
 
 
+class Beams:
+    """The live hypotheses of a beam search over a ragged batch of input sequences, shared by
+    :func:`beam_search` and :func:`~.hf_beam.hf_beam_search` (which differ only in how they score,
+    file and stop).
+
+    Live row ``r`` is a hypothesis of input sequence ``pair[r]`` (rows grouped by sequence, best
+    first) with log-probability ``score[r]``, tokens ``history[r]`` and their log-probabilities
+    ``history_lp[r]``; ``log_probs[r]`` are its next-token log-probabilities.  ``finished[b]`` holds
+    the finished hypotheses of sequence ``b``.
+    """
+
+    def __init__(self, scorer, *, max_new_tokens: int, beam_size: int, eos: int | None) -> None:
+        _check_steps(max_new_tokens)
+        if not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
+        self.scorer = scorer
+        self.log_probs = scorer.start()  # (B, V)
+        self.num_sequences, self.vocab = self.log_probs.shape
+        _check_eos(eos, self.vocab)
+        device = self.log_probs.device
+        self.pair = torch.arange(self.num_sequences, device=device)  # (n,) input sequence of each live row, sorted
+        self.score = self.log_probs.new_zeros(self.num_sequences)  # (n,) log P of each live hypothesis
+        self.history = torch.empty(self.num_sequences, 0, dtype=torch.long, device=device)  # (n, t)
+        self.history_lp = self.log_probs.new_empty(self.num_sequences, 0)  # (n, t)
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(self.num_sequences)]
+
+    def candidates(self, count: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The ``count`` best continuations of each sequence's live hypotheses by log P:
+        ``(active (P,) sequences, score (P, c), live row (P, c), token (P, c))``, best first."""
+        active = self.pair.unique_consecutive()  # (P,)
+        width = self.pair.numel() // active.numel()  # 1 at the first step, beam_size after
+        total = (self.score[:, None] + self.log_probs).reshape(active.numel(), width * self.vocab)  # (P, width V)
+        top_score, top = total.topk(min(count, width * self.vocab), dim=1)  # (P, c)
+        row = torch.arange(active.numel(), device=top.device)[:, None] * width + top // self.vocab
+        return active, top_score, row, top % self.vocab
+
+    def hypothesis(self, row: int, token: int, score: float, finished: bool, return_attention: bool) -> Hypothesis:
+        """Live hypothesis ``row`` followed by ``token``, scored ``score``."""
+        return Hypothesis(torch.cat([self.history[row], self.history.new_tensor([token])]),
+                          torch.cat([self.history_lp[row], self.log_probs[row, token: token + 1]]), score, finished,
+                          self.scorer.attention(row) if return_attention else None)
+
+    def advance(self, keep: Tensor, active: Tensor, top_score: Tensor, row: Tensor, token: Tensor) -> bool:
+        """Go on with the candidates ``keep`` marks (P, c); ``False`` (and nothing changes) when none is kept."""
+        if not bool(keep.any()):
+            return False
+        parent, new_token = row[keep], token[keep]  # (n',), grouped by pair, best first
+        self.history = torch.cat([self.history[parent], new_token[:, None]], dim=1)
+        self.history_lp = torch.cat([self.history_lp[parent], self.log_probs[parent, new_token][:, None]], dim=1)
+        self.score, self.pair = top_score[keep], active[:, None].expand_as(token)[keep]
+        self.log_probs = self.scorer.extend(parent, new_token)
+        return True
+
+
 def beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int | None = None,
                 length_penalty: float = 0.6, return_attention: bool = False) -> list[Hypothesis]:
     """Beam search with ``beam_size`` hypotheses per input sequence (see the module docs).
@@ -161,50 +215,27 @@ def beam_search(scorer, *, max_new_tokens: int, beam_size: int = 4, eos: int | N
     Returns the best finished :class:`Hypothesis` of every input sequence; its ``score`` is
     the length-normalised log-probability.
     """
-    _check_steps(max_new_tokens)
-    if not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
-    log_probs = scorer.start()  # (B, V)
-    num_sequences, vocab = log_probs.shape
-    _check_eos(eos, vocab)
-    if beam_size >= vocab:
-        raise ValueError(f"beam_size ({beam_size}) must be smaller than the vocabulary ({vocab} tokens)")
-    device = log_probs.device
-    pair = torch.arange(num_sequences, device=device)  # (n,) input sequence of each live row, sorted
-    score = log_probs.new_zeros(num_sequences)  # (n,) log P of each live hypothesis
-    history = torch.empty(num_sequences, 0, dtype=torch.long, device=device)  # (n, t)
-    history_lp = log_probs.new_empty(num_sequences, 0)  # (n, t)
-    finished: list[list[Hypothesis]] = [[] for _ in range(num_sequences)]
+    beams = Beams(scorer, max_new_tokens=max_new_tokens, beam_size=beam_size, eos=eos)
+    if beam_size >= beams.vocab:
+        raise ValueError(f"beam_size ({beam_size}) must be smaller than the vocabulary ({beams.vocab} tokens)")
+    device = beams.log_probs.device
     for step in range(max_new_tokens):
-        active = pair.unique_consecutive()  # (P,)
-        width = pair.numel() // active.numel()  # 1 at the first step, beam_size after
-        total = (score[:, None] + log_probs).reshape(active.numel(), width * vocab)  # (P, width V)
-        top_score, top = total.topk(min(2 * beam_size, width * vocab), dim=1)  # (P, 2K), best first
-        row = torch.arange(active.numel(), device=device)[:, None] * width + top // vocab  # live row
-        token = top % vocab  # (P, 2K)
+        active, top_score, row, token = beams.candidates(2 * beam_size)
         ended = token == eos if eos is not None else torch.zeros_like(token, dtype=torch.bool)
         keep = ~ended & ((~ended).cumsum(dim=1) <= beam_size)  # the K best that go on
         last = step == max_new_tokens - 1
         rank = torch.arange(token.size(1), device=device)
-        for index in ((ended & (rank < beam_size)) | (keep & last)).nonzero().tolist():
-            p, j = index
-            r, t = int(row[p, j]), int(token[p, j])
-            tokens = torch.cat([history[r], token.new_tensor([t])])
-            token_lp = torch.cat([history_lp[r], log_probs[r, t : t + 1]])
-            finished[int(active[p])].append(Hypothesis(
-                tokens, token_lp, float(top_score[p, j]) / length_penalty_factor(step + 1, length_penalty),
-                bool(ended[p, j]), scorer.attention(r) if return_attention else None))
+        for p, j in ((ended & (rank < beam_size)) | (keep & last)).nonzero().tolist():
+            beams.finished[int(active[p])].append(beams.hypothesis(
+                int(row[p, j]), int(token[p, j]),
+                float(top_score[p, j]) / length_penalty_factor(step + 1, length_penalty), bool(ended[p, j]),
+                return_attention))
         best_lp = max(length_penalty_factor(step + 2, length_penalty),
                       length_penalty_factor(max_new_tokens, length_penalty))
         reachable = torch.where(keep, top_score, float("-inf")).max(dim=1).values / best_lp  # (P,)
+        finished = beams.finished
         done = torch.tensor([last or (bool(finished[g]) and max(h.score for h in finished[g]) >= float(bound))
                              for g, bound in zip(active.tolist(), reachable)], device=device)
-        keep &= ~done[:, None]
-        if not bool(keep.any()):
+        if not beams.advance(keep & ~done[:, None], active, top_score, row, token):
             break
-        parent, new_token = row[keep], token[keep]  # (n',), grouped by pair, best first
-        history = torch.cat([history[parent], new_token[:, None]], dim=1)
-        history_lp = torch.cat([history_lp[parent], log_probs[parent, new_token][:, None]], dim=1)
-        score, pair = top_score[keep], active[:, None].expand_as(token)[keep]
-        log_probs = scorer.extend(parent, new_token)
-    return [max(hypotheses, key=lambda h: h.score) for hypotheses in finished]
+    return [max(hypotheses, key=lambda h: h.score) for hypotheses in beams.finished]

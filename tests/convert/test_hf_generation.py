@@ -116,9 +116,10 @@ def test_beam_search_gives_the_tokens_and_scores_of_hf_generate(arch, length_pen
         assert abs(hypothesis.score - _float64_score(hf, source, hypothesis.tokens, length_penalty)) < 1e-10
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+@pytest.mark.parametrize("arch", ["gpt2", "bart", "t5"])
 def test_sampling_with_a_seed_is_reproducible_and_incremental_equals_recomputed(arch):
-    model = from_hf(_hf_model(arch))
+    hf = _hf_model(arch)
+    model = from_hf(hf)
     inputs = _inputs(model.config.vocab_size)
 
     def draw(recompute):
@@ -129,5 +130,7 @@ def test_sampling_with_a_seed_is_reproducible_and_incremental_equals_recomputed(
     assert [h.tokens.tolist() for h in first] == [h.tokens.tolist() for h in again]
     assert [h.tokens.tolist() for h in first] == [h.tokens.tolist() for h in recomputed]
     assert all(abs(a.score - b.score) < 1e-10 for a, b in zip(first, recomputed))
+    for hypothesis, source in zip(first, inputs):  # the sampled tokens' log-probabilities are the original's
+        assert abs(hypothesis.score - _float64_score(hf, source, hypothesis.tokens, 0.0)) < 1e-10
     other = generate(model, inputs, strategy="sample", max_new_tokens=MAX_NEW, generator=torch.Generator().manual_seed(6))
     assert [h.tokens.tolist() for h in first] != [h.tokens.tolist() for h in other]

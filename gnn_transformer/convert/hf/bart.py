@@ -43,6 +43,8 @@ class GraphBartForConditionalGeneration(Seq2SeqGraphModel):
     hf_classes = ("BartForConditionalGeneration",)
     hf_buffers = ("final_logits_bias",)
     shift_input_ids = True
+    input_positions = ("encoder_positions", "decoder_positions")
+    embedding_formula = "e_i = W[token_i]   (× √d_model with scale_embedding, then + P_i and layernorm_embedding)"
 
     def __init__(self, model: nn.Module, *, backend: str = "reference") -> None:
         super().__init__()

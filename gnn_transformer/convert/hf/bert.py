@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks
+from ...core.interface import AttentionSite, DecodingState, InputPart, check_token_ids, sites_from_stacks
 from ...core.layers import GraphTransformerEncoderLayer, resolve_activation
 from ...core.stacks import GraphTransformerEncoder
 from ...variants.models import LearnedPositionalEmbedding
@@ -112,6 +112,12 @@ class GraphBertForMaskedLM(HFGraphModel):
     def attention_sites(self) -> list[AttentionSite]:
         """One self-attention per layer, on the complete graph (causal with ``config.is_decoder``)."""
         return sites_from_stacks(self, [("encoder", "decoder self" if self.causal else "encoder self")])
+
+    def input_parts(self) -> list[InputPart]:
+        """Word, position and token-type embeddings; their sum is normalised (``embedding_norm``)."""
+        return [InputPart("tokens", "embedding", "word_embeddings", 0, "e_i = W_word[token_i]"),
+                InputPart("tokens", "positional", "position_embeddings", 0, "PE_i = W_pos[pos_i]   (learned)"),
+                InputPart("tokens", "token type", "token_type_embeddings", 0, "T_i = W_type[type_i]   (segment A = 0, B = 1)")]
 
     def begin_decoding(self, inputs, *, bos: int | None = None):
         """Only a BERT built with ``is_decoder=True`` (causal graph) decodes; its prompts are the first tokens."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks, source_batch
+from ...core.interface import AttentionSite, DecodingState, InputPart, check_token_ids, sites_from_stacks, source_batch
 from ...graphs import complete, edges_from_mask
 
 # Hugging Face activation names -> this library's (see layers.ACTIVATIONS).
@@ -265,6 +265,19 @@ class Seq2SeqGraphModel(HFGraphModel):
     def attention_sites(self) -> list[AttentionSite]:
         """Encoder self-attention, decoder self-attention and cross-attention of every layer."""
         return sites_from_stacks(self, [("encoder", "encoder self"), ("decoder", "decoder self")])
+
+    input_positions: tuple[str, str] | None = None  # (encoder, decoder) learned position modules, if any
+    embedding_formula = "e_i = W[token_i]"
+
+    def input_parts(self) -> list[InputPart]:
+        """The shared token embedding of each side (its first call: sources, its last: targets) and, if the
+        model adds absolute positions, each side's position table."""
+        parts = []
+        for side, call, index in (("source", 0, 0), ("target", -1, 1)):
+            parts.append(InputPart(side, "embedding", "shared", call, self.embedding_formula))
+            if self.input_positions is not None:
+                parts.append(InputPart(side, "positional", self.input_positions[index], 0, "PE_i = P[pos_i]   (learned)"))
+        return parts
 
     def begin_decoding(self, inputs, *, bos: int | None = None):
         """Encode the sources once; every target starts with ``bos`` (default: ``config.decoder_start_token_id``)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ...core.interface import AttentionSite, DecodingState, check_token_ids, sites_from_stacks
+from ...core.interface import AttentionSite, DecodingState, InputPart, check_token_ids, sites_from_stacks
 from ...core.layers import GraphTransformerEncoderLayer
 from ...core.stacks import GraphTransformerEncoder
 from ...variants.models import LearnedPositionalEmbedding
@@ -110,6 +110,11 @@ class GraphGPT2LMHeadModel(HFGraphModel):
     def attention_sites(self) -> list[AttentionSite]:
         """One masked self-attention per layer, on the causal graph."""
         return sites_from_stacks(self, [("decoder", "decoder self")])
+
+    def input_parts(self) -> list[InputPart]:
+        """Token embeddings ``wte`` and learned positions ``wpe``, summed."""
+        return [InputPart("tokens", "embedding", "wte", 0, "e_i = W_te[token_i]"),
+                InputPart("tokens", "positional", "wpe", 0, "PE_i = W_pe[pos_i]   (learned)")]
 
     def begin_decoding(self, inputs, *, bos: int | None = None):
         """The prompts are the first tokens (``bos`` is not used)."""

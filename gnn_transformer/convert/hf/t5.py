@@ -40,6 +40,7 @@ class GraphT5ForConditionalGeneration(Seq2SeqGraphModel):
     """
 
     hf_classes = ("T5ForConditionalGeneration",)
+    embedding_formula = "e_i = W[token_i]   (no absolute positions: relative ones are per-edge biases)"
 
     def __init__(self, model: nn.Module, *, backend: str = "reference") -> None:
         super().__init__()
