@@ -338,6 +338,21 @@ def test_tutorial_shows_its_output_and_figure(served, browser):
 
 
 @pytest.mark.slow
+def test_tutorial_embeds_the_explorer_page_of_its_run(served, browser):
+    # the explorer's page of the trained model, shown by sphinx-gallery from the cell's last
+    # expression (its _repr_html_: an <iframe srcdoc> with scripts only), draws its token graph
+    page, errors, refused = _open(browser, served, "tutorials/06_training_and_decoding.html",
+                                  "iframe[srcdoc]")
+    frame = page.frame_locator("iframe[srcdoc]")
+    edges = frame.locator("#graph .edge")
+    edges.first.wait_for(timeout=30_000)
+    assert edges.count() > 0
+    assert "reversing digits" in frame.locator("body").inner_text()
+    assert _broken_images(page) == [] and errors == [] and refused == []
+    page.close()
+
+
+@pytest.mark.slow
 def test_api_page_renders_its_math(served, browser):
     page, errors, refused = _open(browser, served, "api/generated/gnn_transformer.core.functional.html",
                                   "dl.py.function")
