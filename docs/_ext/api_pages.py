@@ -195,9 +195,8 @@ def page(module: types.ModuleType, entries: dict[int, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_pages(app) -> None:
-    out = Path(app.srcdir) / "api" / "generated"
-    out.mkdir(parents=True, exist_ok=True)
+def generated_pages() -> dict[str, str]:
+    """File name -> text of every generated page (the packages', the modules', the index)."""
     entries = canonical_entries()
     packages = public_packages()
     wanted = {}
@@ -217,6 +216,18 @@ def write_pages(app) -> None:
               ".. toctree::", "   :maxdepth: 1", ""]
     index += [f"   {name}" for name in modules]
     wanted["index.rst"] = "\n".join(index) + "\n"
+    return wanted
+
+
+def write_pages(app) -> None:
+    """Write the pages into ``api/generated``; modules of ``autodoc_mock_imports`` (Triton, when it
+    is not installed) are mocked while the modules are imported, as autodoc mocks them."""
+    from sphinx.ext.autodoc.mock import mock
+
+    out = Path(app.srcdir) / "api" / "generated"
+    out.mkdir(parents=True, exist_ok=True)
+    with mock(app.config.autodoc_mock_imports):
+        wanted = generated_pages()
     for stale in out.glob("*.rst"):
         if stale.name not in wanted:
             stale.unlink()

@@ -21,11 +21,20 @@ reference message-passing backend, which recording switches on for the duration;
 
 Example::
 
+    >>> import torch
+    >>> from gnn_transformer import GraphTransformerModel, graphs
+    >>> from gnn_transformer.analysis.recording import record
+    >>> model = GraphTransformerModel(20, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1)
+    >>> batch = graphs.seq2seq_batch([torch.tensor([5, 6, 7])], [torch.tensor([0, 3])])
     >>> with record(model) as recording:
     ...     logits = model(batch)
+    >>> [(a.kind, a.layer) for a in recording.attention]
+    [('encoder self', 0), ('decoder self', 0), ('cross', 0)]
     >>> first = recording.attention[0]
-    >>> first.kind, first.layer, first.scores.shape      # ('encoder self', 0, (num_edges, H))
-    >>> recording.output("transformer.encoder.layers.0.norm1")   # that norm's output
+    >>> first.scores.shape                               # (num_edges, H): 3 x 3 edges, 2 heads
+    torch.Size([9, 2])
+    >>> recording.output("transformer.encoder.layers.0.norm1").shape   # that norm's output
+    torch.Size([3, 16])
 
 Recording keeps detached copies; it is meant for small runs (explanations, pictures).
 """

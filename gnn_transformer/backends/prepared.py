@@ -21,8 +21,15 @@ stacks, ``Data.edge_index`` of the models): every layer then reuses the same str
 
 Example::
 
-    >>> graph = prepare_graph(complete([5, 3]), 8)     # 8 tokens, self-attention
+    >>> import torch
+    >>> from gnn_transformer import graph_attention, graphs, prepare_graph
+    >>> graph = prepare_graph(graphs.complete([5, 3]), 8)     # 8 tokens, self-attention
+    >>> q = k = v = torch.randn(8, 2, 4)                        # 2 heads of size 4
     >>> out = graph_attention(q, k, v, graph, backend="chunked")
+    >>> graph                                                   # the chunked backend's layout, built once
+    PreparedGraph(num_edges=34, num_sources=8, num_targets=8, block_size=(64, 64), built=['csr'])
+    >>> torch.allclose(out, graph_attention(q, k, v, graphs.complete([5, 3])))
+    True
 """
 from __future__ import annotations
 

@@ -98,9 +98,11 @@ class GraphMultiheadAttention(GraphAttentionPropagation, TorchCounterpart):
 
     Examples::
 
+        >>> import torch
+        >>> from gnn_transformer import GraphMultiheadAttention, graphs
         >>> mha = GraphMultiheadAttention(16, 4)
         >>> x = torch.randn(5, 16)                       # 5 tokens, one sequence
-        >>> out = mha(x, x, x, complete([5]))            # graph-native
+        >>> out = mha(x, x, x, graphs.complete([5]))     # graph-native
         >>> out.shape
         torch.Size([5, 16])
     """

@@ -100,8 +100,10 @@ def graph_attention(
 
     Example::
 
+        >>> import torch
+        >>> from gnn_transformer import graph_attention, graphs
         >>> q = k = v = torch.randn(3, 2, 4)            # 3 tokens, 2 heads, head size 4
-        >>> out = graph_attention(q, k, v, complete([3]))
+        >>> out = graph_attention(q, k, v, graphs.complete([3]))
         >>> out.shape
         torch.Size([3, 2, 4])
     """

@@ -13,8 +13,12 @@ Example::
 
     >>> from gnn_transformer.explain import explain
     >>> explanation = explain()                  # the demo model and sentence pair
-    >>> print(explanation.text())
-    >>> explanation.stage("encoder.0.self_attention").table("head 0: edges").column("weight")
+    >>> print(explanation.text())                # doctest: +ELLIPSIS
+    GraphTransformerModel (d_model 8, 2 heads, 2+2 layers) on 'the cat sat' -> '<s> le chat'
+    ...
+    >>> weights = explanation.stage("encoder.0.self_attention").table("head 0: edges").column("weight")
+    >>> [round(w, 2) for w in weights]           # one per edge of the complete graph of 3 tokens
+    [0.17, 0.2, 0.63, 0.22, 0.24, 0.54, 0.14, 0.36, 0.51]
 """
 from .document import Stage, Table
 from .explanation import Explanation, explain

@@ -10,11 +10,19 @@ Example::
 
     >>> from gnn_transformer.explorer import explore
     >>> page = explore()                          # the demo model: "the cat sat" -> "<s> le chat"
-    >>> page.save("explorer.html")                # or, in Jupyter, just `page`
+    >>> page
+    Explorer('demo model (untrained): the cat sat → <s> le chat'; 6 attention views: encoder self, decoder self, cross)
+    >>> page.html()[:15]                          # one self-contained page
+    '<!DOCTYPE html>'
     >>> explore(pattern="window", pattern_options={"radius": 1, "n": 8})  # options of `graph`
-    >>> explore(model, batch, vocabulary=vocab)   # your model
-    >>> explore(checkpoint="runs/translate")      # a trained model's alignment
-    >>> explore(hf="saved/t5-small", source="translate English to German: the cat")  # save_pretrained folder
+    Explorer('pattern window: 8 tokens, 22 edges'; 2 attention views: self)
+
+Writing the page, and the other sources (your model, a training run, a saved Hugging Face model)::
+
+    page.save("explorer.html")                    # or, in Jupyter, just `page`
+    explore(model, batch, vocabulary=vocab)       # your model
+    explore(checkpoint="runs/translate")          # a trained model's alignment
+    explore(hf="saved/t5-small", source="translate English to German: the cat")  # save_pretrained folder
 
 The command line does the same: ``gnn-transformer explore --out page.html``.
 """

@@ -10,11 +10,16 @@ computed, and the keys and values of all older nodes come from a per-layer cache
 
 Example::
 
-    >>> model.eval()
-    >>> out = generate(model, [torch.tensor([3, 4, 5])], strategy="beam", bos=0, eos=1,
-    ...                max_new_tokens=10, return_attention=True)
-    >>> out[0].tokens, out[0].score
-    >>> out[0].attention[-1]["cross"].matrix()     # (H, T, S) last layer's alignment
+    >>> import torch
+    >>> from gnn_transformer import GraphTransformerModel
+    >>> from gnn_transformer.generation import generate
+    >>> model = GraphTransformerModel(20, d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1).eval()
+    >>> out = generate(model, [torch.tensor([3, 4, 5])], strategy="beam", bos=0, eos=None,
+    ...                max_new_tokens=10, return_attention=True)   # eos=1 would stop at token 1
+    >>> out[0].tokens.shape, type(out[0].score)    # 10 tokens (no end token given); s(Y)
+    (torch.Size([10]), <class 'float'>)
+    >>> out[0].attention[-1]["cross"].matrix().shape     # (H, T, S): the last layer's alignment
+    torch.Size([2, 10, 3])
 
 Modules: :mod:`.growth` (the incremental prefix-tree graphs), :mod:`.recompute` (whole
 graph every step, the reference), :mod:`.search` (the strategies).

@@ -57,7 +57,13 @@ def union(*edge_sets: Tensor, num_nodes: int | None = None) -> Tensor:
 
     Example::
 
-        >>> union(sliding_window([4], 1), global_tokens([4], num_global=1))   # Longformer by hand
+        >>> from gnn_transformer.graphs import patterns
+        >>> patterns.union(patterns.sliding_window([4], 1), patterns.global_tokens([4], num_global=1))
+        tensor([[0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 0, 2, 3],
+                [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3]])
+
+        Longformer by hand: a window of radius 1, and token 0 global (it sends to and receives
+        from every token).
     """
     if not edge_sets:
         raise ValueError("union() needs at least one edge set")
