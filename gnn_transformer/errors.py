@@ -27,6 +27,7 @@ __all__ = [
     "NumHeadsError",
     "ActivationError",
     "InputDtypeError",
+    "HaltingError",
 ]
 
 
@@ -93,3 +94,8 @@ class InputDtypeError(TypeError, RuntimeError):
 
     torch fails inside its matrix products (``RuntimeError``: "mat1 and mat2 must have the same dtype").
     """
+
+
+class HaltingError(ValueError):
+    """Adaptive computation time configured wrongly: a halting threshold outside (0, 1], or ACT asked of
+    a model built without a halting unit.  torch has no counterpart."""
