@@ -39,6 +39,11 @@ the logits of the new nodes and, per layer, their attention weights per edge
 
 Shapes: t_new, p_new, g_new (n,); E_new (2, num_new_edges); logits (n, vocab).
 
+**Pondering (optional).** A model whose nodes take a number of steps of their own (adaptive
+computation time, :class:`~gnn_transformer.variants.GraphUniversalTransformer`) has
+``model.ponder_steps(inputs)`` -> ``{"source": (S,), "target": (N,), "max_steps": T}``, the steps each
+node took on the model's input; the explorer and ``explain`` show it as a ponder map.
+
 :func:`require_interface` checks that a model implements what a tool needs and names what is missing.
 """
 from __future__ import annotations
@@ -54,11 +59,12 @@ from .attention import KeyValueCache
 
 __all__ = ["ATTENTION_KINDS", "AttentionSite", "DecodingState", "GraphModelInterface", "require_interface",
            "check_token_ids",
-           "DECODING", "RECORDING"]
+           "DECODING", "RECORDING", "PONDERING"]
 
 ATTENTION_KINDS = ("encoder self", "decoder self", "cross")
 DECODING = ("begin_decoding", "decode_step")
 RECORDING = ("attention_sites",)
+PONDERING = ("ponder_steps",)
 
 
 @dataclass(frozen=True)

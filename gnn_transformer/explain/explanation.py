@@ -15,11 +15,22 @@ from .document import Stage
 from .render_html import render_fragment, render_html
 from .render_text import render_text
 from .trace import trace_stages
+from .universal import universal_stages
 
 __all__ = ["Explanation", "explain", "MAX_DIGITS"]
 
 MAX_DIGITS = 8
 SUPPORTED = (GraphTransformerModel, GraphSequenceModel)  # GraphEncoderModel, GraphDecoderModel are the latter
+
+
+def _ponders(model: nn.Module) -> bool:
+    """A Universal Transformer (or any encoder-decoder whose nodes take their own number of steps): it has
+    ``ponder_steps`` (:mod:`gnn_transformer.core.interface`)."""
+    return callable(getattr(model, "ponder_steps", None))
+
+
+def _is_seq2seq(model: nn.Module) -> bool:
+    return isinstance(model, GraphTransformerModel) or _ponders(model)
 
 
 @dataclass
@@ -75,9 +86,9 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> int:
 
 
 def _check_batch(model: nn.Module, batch) -> None:
-    if isinstance(model, GraphTransformerModel):
+    if _is_seq2seq(model):
         if not (hasattr(batch, "node_types") and {"src", "tgt"} <= set(batch.node_types)):
-            raise TypeError("a GraphTransformerModel is explained on a seq2seq batch (HeteroData with node types "
+            raise TypeError(f"a {type(model).__name__} is explained on a seq2seq batch (HeteroData with node types "
                             "'src' and 'tgt'); build one with gnn_transformer.graphs.seq2seq_batch([src], [tgt])")
     elif not all(hasattr(batch, key) for key in ("x", "position", "edge_index")) or hasattr(batch, "node_types"):
         raise TypeError(f"a {type(model).__name__} is explained on a Data with x, position and edge_index; build "
@@ -93,7 +104,12 @@ def _sentences(labels: list[str], store) -> list[str]:
 
 def _heading(model: nn.Module, batch, labels: dict[str, list[str]]) -> str:
     d_model = model.generator.in_features
-    if isinstance(model, GraphTransformerModel):
+    if _ponders(model):
+        layers = f"1+1 layers shared by {model.num_steps} steps"
+        pairs = zip(_sentences(labels["source"], batch["src"]), _sentences(labels["target"], batch["tgt"]))
+        words = "; ".join(f"{source} -> {target}" for source, target in pairs)
+        heads = model.encoder.layers[0].self_attn.num_heads
+    elif isinstance(model, GraphTransformerModel):
         layers = f"{len(model.transformer.encoder.layers)}+{len(model.transformer.decoder.layers)} layers"
         pairs = zip(_sentences(labels["source"], batch["src"]), _sentences(labels["target"], batch["tgt"]))
         words = "; ".join(f"{source} -> {target}" for source, target in pairs)
@@ -114,7 +130,8 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
 
     Args:
         model: a :class:`GraphTransformerModel`, or a :class:`GraphSequenceModel` with the paper's
-            parts (:class:`GraphEncoderModel`, :class:`GraphDecoderModel`, or any graph).
+            parts (:class:`GraphEncoderModel`, :class:`GraphDecoderModel`, or any graph), or a
+            :class:`~gnn_transformer.variants.GraphUniversalTransformer` (its shared layers and ponder map).
             It runs in eval mode (no dropout) on the reference backend; its mode is restored afterwards.
         batch: the model's input (``graphs.seq2seq_batch`` for the encoder-decoder,
             ``graphs.sequence_data`` for a single stack).  Small inputs read best: every edge is a row.
@@ -133,7 +150,7 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     if model is None:
         model, demo_vocabulary = demo_model()
         vocabulary = demo_vocabulary if vocabulary is None else vocabulary
-    elif not isinstance(model, SUPPORTED):
+    elif not isinstance(model, SUPPORTED) and not _ponders(model):
         raise TypeError(f"explain supports {', '.join(cls.__name__ for cls in SUPPORTED)}, got "
                         f"{type(model).__name__}; record other modules with gnn_transformer.analysis.recording.record")
     elif isinstance(model, GraphSequenceModel) and model.graph is None:
@@ -150,7 +167,7 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     if target_vocabulary is not None and len(target_vocabulary) != num_classes:
         raise ValueError(f"the model predicts {num_classes} classes but the vocabulary has {len(target_vocabulary)} "
                          "symbols; pass the vocabulary the model was built for")
-    if isinstance(model, GraphTransformerModel):
+    if _is_seq2seq(model):
         labels = {"source": token_labels(batch["src"].x.tolist(), source_vocabulary, "source"),
                   "target": token_labels(batch["tgt"].x.tolist(), target_vocabulary, "target")}
     else:
@@ -158,5 +175,12 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     output_words = target_vocabulary.symbols if target_vocabulary is not None else [str(c) for c in range(num_classes)]
     with record_inference(model) as recording:
         model(batch)
-    stages = trace_stages(model, batch, recording, labels, output_words, layers=layers, max_features=max_features)
+    if _ponders(model):  # the shared layers, their last step, and the ponder map
+        was_training = model.training
+        ponder = model.eval().ponder_steps(batch)
+        model.train(was_training)
+        stages = universal_stages(model, batch, recording, ponder, labels, output_words, layers=layers,
+                                  max_features=max_features)
+    else:
+        stages = trace_stages(model, batch, recording, labels, output_words, layers=layers, max_features=max_features)
     return Explanation(stages, digits, _heading(model, batch, labels))

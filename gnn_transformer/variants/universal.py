@@ -320,6 +320,16 @@ class GraphUniversalTransformer(_TokenModel):
         return out.logits, self.ponder_penalty * cost
 
     # ------------------------------------------------------------------ the tools' interface
+    @torch.no_grad()
+    def ponder_steps(self, batch) -> dict:
+        """The ponder map: the steps every node took, ``{"source": (S,), "target": (N,), "max_steps": T}``
+        (all T with halting disabled).  The optional ``PONDERING`` part of :mod:`gnn_transformer.core.interface`."""
+        out = self.run(batch)
+        full = {"source": batch["src"].x, "target": batch["tgt"].x}
+        steps = {side: (ponder.steps if ponder is not None else torch.full_like(full[side], self.num_steps))
+                 for side, ponder in (("source", out.source_ponder), ("target", out.target_ponder))}
+        return {**steps, "max_steps": self.num_steps}
+
     def attention_sites(self) -> list[AttentionSite]:
         """The shared layers' attentions (layer 0), each called once per step."""
         return sites_from_stacks(self, [("encoder", "encoder self"), ("decoder", "decoder self")])
