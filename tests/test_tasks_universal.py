@@ -55,6 +55,19 @@ def test_train_universal_reports_longer_sources_and_reloads(tmp_path, capsys):
     assert set(results["longer"]["by_length"]) <= {"13", "14", "15", "16"}
     run = load_run(tmp_path)
     assert isinstance(run.model, GraphUniversalTransformer) and run.model.num_steps == 2
+    assert "ponder picture:" in text and (tmp_path / "ponder.png").stat().st_size > 1000
+
+
+def test_ponder_rows_hold_the_steps_of_every_node_of_the_decoded_pairs():
+    from gnn_transformer.tasks.ponder import ponder_rows
+
+    task = DigitTask("reverse")
+    model = GraphUniversalTransformer(12, d_model=16, nhead=2, num_steps=3, dim_feedforward=32, dropout=0.0).eval()
+    _, pairs = task.splits(0, 3, seed=0)
+    for row, (source, _) in zip(ponder_rows(model, task, pairs), pairs):
+        assert len(row["source_steps"]) == len(source) == len(row["source"])
+        assert len(row["target_steps"]) == len(row["output"]) and row["max_steps"] == 3
+        assert all(1 <= steps <= 3 for steps in row["source_steps"] + row["target_steps"])
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -68,7 +68,7 @@ def add_parser(subparsers) -> None:
                         help="charlm: characters per sequence")
     parser.add_argument("--attention-window", dest="attention_window", type=positive_int,
                         help="charlm: characters each character attends to (sliding-window causal graph)")
-    parser.add_argument("--no-plot", dest="no_plot", action="store_true", help="translate: no alignment picture")
+    parser.add_argument("--no-plot", dest="no_plot", action="store_true", help="translate: no alignment picture; universal: no ponder picture")
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -261,10 +261,26 @@ def run_seq2seq(args, log: Callable[[str], None] = _silent) -> dict | None:
                 log(f"alignment picture: {results['alignment']}")
             except ImportError:
                 log("no alignment picture: it needs matplotlib (pip install 'gnn-transformer[viz]')")
+        if callable(getattr(model, "ponder_steps", None)) and not args.no_plot:
+            results["ponder_picture"] = _ponder_picture(model, task, test, Path(args.out) / "ponder.png", log)
         _write_results(args.out, results)
     barrier()
     shutdown()
     return results
+
+
+def _ponder_picture(model, task, test, path: Path, log) -> str | None:
+    """The ponder map of 8 held-out sources, of lengths spread over the task's (``tasks.ponder``)."""
+    try:
+        from .ponder import draw_ponder_map
+
+        examples = sorted(test[:200], key=lambda pair: len(pair[0]))[::25][:8]
+        drawn = draw_ponder_map(model, task, examples, path, title=f"{task.name}: ACT steps per token")
+    except ImportError:
+        log("no ponder picture: it needs matplotlib (pip install 'gnn-transformer[viz]')")
+        return None
+    log(f"ponder picture: {drawn}")
+    return str(drawn)
 
 
 def _left_out_accuracy(result: dict, lengths) -> tuple[int, int]:
