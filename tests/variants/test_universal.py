@@ -223,20 +223,30 @@ def test_any_pattern_one_edge_set_per_step():
 
 
 def test_ponder_cost_is_trained_on():
+    """The Trainer's loss is (summed cross-entropy + tau * sum of N + R over all nodes) / target tokens."""
+    from torch_geometric.data import Batch
+
     from gnn_transformer.training import Seq2SeqExamples, TrainConfig, Trainer
+    from gnn_transformer.training.loop import token_loss
 
     model = universal(3, ponder_penalty=0.5, halting_bias_init=0.0)
     logits, cost = model(batch(), return_auxiliary_loss=True)
     out = model.run(batch())
     assert torch.allclose(cost, 0.5 * (out.source_ponder.cost.sum() + out.target_ponder.cost.sum()))
     assert model(batch(), act=False, return_auxiliary_loss=True)[1] == 0
-    pairs = [([2, 3, 4], [4, 3, 2]), ([5, 6], [6, 5])]
-    trainer = Trainer(model, TrainConfig(steps=1, batch_size=2, progress=False))
-    from torch_geometric.data import Batch
-
-    examples = Seq2SeqExamples(pairs, BOS, EOS)
-    trainer.backward(Batch.from_data_list([examples[0], examples[1]]))
-    assert model.encoder.halting.linear.bias.grad is not None and model.encoder.halting.linear.bias.grad != 0
+    examples = Seq2SeqExamples([([2, 3, 4], [4, 3, 2]), ([5, 6], [6, 5])], BOS, EOS)
+    data = Batch.from_data_list([examples[0], examples[1]])
+    trainer = Trainer(model, TrainConfig(steps=1, batch_size=2, label_smoothing=0.1, progress=False))
+    stats = trainer.backward(data)
+    got = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    logits, cost = model(data, return_auxiliary_loss=True)
+    loss_sum, tokens = token_loss(logits, data["tgt"].y, 0.1)
+    ((loss_sum + cost) / tokens).backward()
+    for name, p in model.named_parameters():
+        assert relative_difference(got[name], p.grad) < 1e-12, name
+    assert abs(stats["loss"] - float(loss_sum) / tokens) < 1e-12  # the reported loss is the cross-entropy
+    assert float(model.encoder.halting.linear.bias.grad) != 0
 
 
 def test_attention_sites_name_the_shared_layers():
