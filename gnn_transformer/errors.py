@@ -27,7 +27,6 @@ __all__ = [
     "NumHeadsError",
     "ActivationError",
     "InputDtypeError",
-    "HaltingError",
 ]
 
 
@@ -94,8 +93,3 @@ class InputDtypeError(TypeError, RuntimeError):
 
     torch fails inside its matrix products (``RuntimeError``: "mat1 and mat2 must have the same dtype").
     """
-
-
-class HaltingError(ValueError):
-    """Adaptive computation time configured wrongly: a halting threshold outside (0, 1], or ACT asked of
-    a model built without a halting unit.  torch has no counterpart."""

@@ -32,13 +32,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..errors import HaltingError
+__all__ = ["HaltingError", "HaltingUnit", "ACTState", "PonderResult", "act_step", "check_threshold"]
 
-__all__ = ["HaltingUnit", "ACTState", "PonderResult", "act_step", "check_threshold"]
+
+class HaltingError(ValueError):
+    """Adaptive computation time configured wrongly: a halting threshold outside (0, 1], or ACT asked of
+    a model built without a halting unit.  torch has no counterpart (so, by the rule of
+    :mod:`gnn_transformer.errors`, a plain ``ValueError``)."""
 
 
 def check_threshold(threshold: float) -> float:
-    """The halting threshold must lie in (0, 1]; raises :class:`~gnn_transformer.errors.HaltingError`."""
+    """The halting threshold must lie in (0, 1]; raises :class:`HaltingError`."""
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1.0:
         raise HaltingError(f"act_threshold must lie in (0, 1] (Graves' 1 - epsilon; 0.99 is usual), got {threshold!r}")
     return float(threshold)

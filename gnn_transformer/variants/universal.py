@@ -43,9 +43,8 @@ from ..core.interface import AttentionSite, DecodingState, check_token_ids, site
 from ..core.layers import GraphTransformerDecoderLayer, GraphTransformerEncoderLayer
 from ..core.model import TIES, _TokenModel, _edge_bias, _require
 from ..core.stacks import per_layer
-from ..errors import HaltingError
 from ..graphs.builders import complete
-from .act import ACTState, HaltingUnit, PonderResult, act_step, check_threshold
+from .act import ACTState, HaltingError, HaltingUnit, PonderResult, act_step, check_threshold
 
 __all__ = ["CoordinateEncoding", "UniversalStack", "UniversalOutput", "GraphUniversalTransformer", "STEP_ENCODINGS"]
 

@@ -5,12 +5,11 @@ import torch
 from torch import nn
 
 from gnn_transformer import GraphTransformerEncoderLayer, GraphTransformerModel, graphs
-from gnn_transformer.errors import HaltingError
 from gnn_transformer.generation import (GrowingSeq2SeqGraph, RecomputedGraph, RecomputedSeq2SeqGraph, beam_search,
                                         greedy)
 from gnn_transformer.testing import relative_difference
 from gnn_transformer.variants import GraphUniversalTransformer
-from gnn_transformer.variants.act import ACTState, HaltingUnit, act_step
+from gnn_transformer.variants.act import ACTState, HaltingError, HaltingUnit, act_step
 from gnn_transformer.variants.universal import CoordinateEncoding, UniversalStack
 
 DT = torch.float64
