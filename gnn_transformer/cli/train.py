@@ -1,5 +1,5 @@
 """``gnn-transformer train TASK``: train a graph Transformer on a task whose data is generated
-(copy, reverse, sort, translate) or ships with Python (charlm), then report exact-match
+(copy, reverse, sort, addition, translate) or ships with Python (charlm), then report exact-match
 accuracy with greedy and beam decoding on held-out data (or, for charlm, the held-out
 loss and a sample).  ``--distributed`` runs under ``torchrun`` with DistributedDataParallel;
 ``--context-parallel C`` splits every sequence's nodes over C processes (attention across them
@@ -15,12 +15,20 @@ import torch
 
 from .options import device, non_negative_int, output_folder, positive_float, positive_int, probability
 
-TASKS = ("copy", "reverse", "sort", "translate", "charlm")
+TASKS = ("copy", "reverse", "sort", "addition", "translate", "charlm")
+
+
+def halting_threshold(text: str) -> float:
+    """ACT's halting threshold: a number in (0, 1]."""
+    value = positive_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a halting threshold in (0, 1], got {value:g}")
+    return value
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train on copy/reverse/sort/translate/charlm and report held-out accuracy",
+        "train", help="train on copy/reverse/sort/addition/translate/charlm and report held-out accuracy",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Defaults of the model and run flags come from the task's preset "
                "(gnn_transformer.tasks.runs.PRESETS).  Distributed: torchrun --nproc-per-node 2 "
@@ -41,6 +49,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--num-layers", dest="num_layers", type=positive_int, help="layers of each stack")
     parser.add_argument("--dim-feedforward", dest="dim_feedforward", type=positive_int)
     parser.add_argument("--dropout", type=probability)
+    parser.add_argument("--architecture", choices=("transformer", "universal"),
+                        help="seq2seq tasks: the paper's Transformer, or the Universal Transformer with ACT "
+                             "(its preset: tasks.runs.UNIVERSAL_PRESET)")
+    parser.add_argument("--num-steps", dest="num_steps", type=positive_int,
+                        help="universal: steps of the shared layers (ACT's maximum)")
+    parser.add_argument("--act-threshold", dest="act_threshold", type=halting_threshold,
+                        help="universal: ACT's halting threshold, in (0, 1]")
+    parser.add_argument("--ponder-penalty", dest="ponder_penalty", type=positive_float,
+                        help="universal: weight of the ponder cost in the loss")
     parser.add_argument("--warmup", type=positive_int, help="warm-up steps of the learning-rate schedule")
     parser.add_argument("--lr-factor", dest="lr_factor", type=positive_float, help="multiplier of the paper's schedule")
     parser.add_argument("--label-smoothing", dest="label_smoothing", type=probability)
@@ -61,7 +78,7 @@ def add_parser(subparsers) -> None:
                         help="charlm: characters per sequence")
     parser.add_argument("--attention-window", dest="attention_window", type=positive_int,
                         help="charlm: characters each character attends to (sliding-window causal graph)")
-    parser.add_argument("--no-plot", dest="no_plot", action="store_true", help="translate: no alignment picture")
+    parser.add_argument("--no-plot", dest="no_plot", action="store_true", help="translate: no alignment picture; universal: no ponder picture")
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

@@ -50,6 +50,11 @@ An :class:`AttentionSite` may name the graph its self-attention runs on (``site.
 the complete graph for ``"encoder self"``, the causal graph for ``"decoder self"``
 (:func:`site_graph`).
 
+**Pondering (optional).** A model whose nodes take a number of steps of their own (adaptive
+computation time, :class:`~gnn_transformer.variants.GraphUniversalTransformer`) has
+``model.ponder_steps(inputs)`` -> ``{"source": (S,), "target": (N,), "max_steps": T}``, the steps each
+node took on the model's input; the explorer and ``explain`` show it as a ponder map.
+
 :func:`require_interface` checks that a model implements what a tool needs and names what is missing.
 """
 from __future__ import annotations
@@ -65,12 +70,14 @@ from ..graphs.patterns.registry import sequence_graph
 from .attention import KeyValueCache
 
 __all__ = ["ATTENTION_KINDS", "AttentionSite", "DecodingState", "GraphModelInterface", "InputPart",
-           "require_interface", "check_token_ids", "site_graph", "DECODING", "RECORDING", "INPUT_ROLES"]
+           "require_interface", "check_token_ids", "site_graph", "DECODING", "RECORDING", "PONDERING",
+           "INPUT_ROLES"]
 
 ATTENTION_KINDS = ("encoder self", "decoder self", "cross")
 DECODING = ("begin_decoding", "decode_step")
 RECORDING = ("attention_sites",)
 INPUT_ROLES = ("embedding", "positional", "token type")
+PONDERING = ("ponder_steps",)
 
 
 @dataclass(frozen=True)

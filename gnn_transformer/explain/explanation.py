@@ -9,13 +9,14 @@ from typing import Sequence
 from torch import nn
 
 from ..analysis.recording import record_inference
-from ..core.interface import RECORDING, require_interface
+from ..core.interface import PONDERING, RECORDING, require_interface
 from ..tasks.base import Vocabulary, token_labels, vocabulary_pair
 from ..tasks.demo import demo_batch, demo_model
 from .document import Stage
 from .render_html import render_fragment, render_html
 from .render_text import render_text
 from .trace import Side, stacks_of, trace_stages
+from .universal import ponder_stages
 
 __all__ = ["Explanation", "explain", "MAX_DIGITS"]
 
@@ -102,11 +103,13 @@ def _sentences(labels: Sequence[str], lengths: Sequence[int]) -> list[str]:
     return [f"'{' '.join(labels[start:end])}'" for start, end in zip(bounds, bounds[1:])]
 
 
-def _heading(model: nn.Module, sides: dict[str, Side]) -> str:
+def _heading(model: nn.Module, sides: dict[str, Side], ponder: dict | None) -> str:
     stacks = stacks_of(model)
     attention = stacks[0].site.module
     d_model = attention.embed_dim
     layers = "+".join(str(len(stack.module.layers)) for stack in stacks) + " layers"
+    if ponder is not None:
+        layers += f" shared by {ponder['max_steps']} steps"
     if "source" in sides:
         pairs = zip(_sentences(sides["source"].labels, sides["source"].lengths),
                     _sentences(sides["target"].labels, sides["target"].lengths))
@@ -116,8 +119,22 @@ def _heading(model: nn.Module, sides: dict[str, Side]) -> str:
     return f"{type(model).__name__} (d_model {d_model}, {attention.num_heads} heads, {layers}) on {words}"
 
 
+def _ponder_map(model: nn.Module, batch) -> dict | None:
+    """The steps each node took (``model.ponder_steps(batch)`` in eval mode, the optional ``PONDERING``
+    part of :mod:`gnn_transformer.core.interface`), or ``None`` for a model that does not ponder."""
+    ponder_steps = getattr(model, PONDERING[0], None)
+    if not callable(ponder_steps):
+        return None
+    was_training = model.training
+    try:
+        model.eval()
+        return ponder_steps(batch)
+    finally:
+        model.train(was_training)
+
+
 def _batch_run(model: nn.Module, batch, vocabulary):
-    """(sides, logits, recording, output words) of a library model on its graph batch."""
+    """(sides, logits, recording, output words, batch) of a library model on its graph batch."""
     seq2seq = _is_seq2seq(model)
     source_vocabulary, target_vocabulary = vocabulary_pair(vocabulary)
     if batch is None:
@@ -141,7 +158,7 @@ def _batch_run(model: nn.Module, batch, vocabulary):
         sides = {"tokens": Side(token_labels(batch.x.tolist(), source_vocabulary, "input"), _lengths(batch),
                                 batch.position)}
     words = target_vocabulary.symbols if target_vocabulary is not None else [str(c) for c in range(num_classes)]
-    return sides, logits, recording, words
+    return sides, logits, recording, words, batch
 
 
 def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabulary | Sequence[Vocabulary] | None = None,
@@ -155,8 +172,9 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
     Args:
         model: any model implementing :mod:`gnn_transformer.core.interface` whose stacks are the
             library's layers: the paper's model, :class:`GraphSequenceModel` (:class:`GraphEncoderModel`,
-            :class:`GraphDecoderModel`, ``GraphVariantModel``, any graph).  It runs in eval mode (no
-            dropout) on the reference backend; its mode is restored afterwards.
+            :class:`GraphDecoderModel`, ``GraphVariantModel``, any graph), or one whose nodes ponder
+            (``GraphUniversalTransformer``: its shared layers' last step and each side's ponder map).
+            It runs in eval mode (no dropout) on the reference backend; its mode is restored afterwards.
         batch: the model's input (``graphs.seq2seq_batch`` for an encoder-decoder model,
             ``graphs.sequence_data`` for a single stack).  Small inputs read best: every edge is a row.
         vocabulary: turns token ids into words; a (source, target) pair for two vocabularies;
@@ -182,6 +200,7 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
         from .hf import hf_run
 
         model, (sides, logits, recording, words) = hf_run(hf, source, target, tokenizer, token_types)
+        ponder = None
     else:
         unused = [name for name, value in (("source", source), ("target", target), ("tokenizer", tokenizer),
                                            ("token_types", token_types)) if value is not None]
@@ -191,6 +210,9 @@ def explain(model: nn.Module | None = None, batch=None, *, vocabulary: Vocabular
             model, demo_vocabulary = demo_model()
             vocabulary = demo_vocabulary if vocabulary is None else vocabulary
         require_interface(model, RECORDING, "explain")
-        sides, logits, recording, words = _batch_run(model, batch, vocabulary)
-    stages = trace_stages(model, sides, recording, logits, words, layers=layers, max_features=max_features)
-    return Explanation(stages, digits, _heading(model, sides))
+        sides, logits, recording, words, batch = _batch_run(model, batch, vocabulary)
+        ponder = _ponder_map(model, batch)
+    after = {} if ponder is None else ponder_stages(recording, ponder, sides)  # each stack's ponder map
+    stages = trace_stages(model, sides, recording, logits, words, layers=layers, max_features=max_features,
+                          after=after)
+    return Explanation(stages, digits, _heading(model, sides, ponder))

@@ -246,7 +246,8 @@ def _graph_stage(stack: _Stack, recording: Recording, labels: dict, sides: dict[
 
 
 def trace_stages(model: nn.Module, sides: dict[str, Side], recording: Recording, logits: Tensor,
-                 output_words: Sequence[str], *, layers: int, max_features: int) -> list:
+                 output_words: Sequence[str], *, layers: int, max_features: int,
+                 after: dict[str, list] | None = None) -> list:
     """The stages of one recorded forward pass of ``model``.
 
     Args:
@@ -255,6 +256,8 @@ def trace_stages(model: nn.Module, sides: dict[str, Side], recording: Recording,
         output_words: the name of every output class (vocabulary words, or numbers).
         layers: how many layers of each stack to show in full.
         max_features: longest vector shown in full.
+        after: stages to show after a stack's own, by stack key (``"encoder"``, ``"decoder"``,
+            ``"stack"``): e.g. a ponder map.
     """
     options = _Options(layers, max_features)
     labels = {name: side.labels for name, side in sides.items()}
@@ -264,4 +267,5 @@ def trace_stages(model: nn.Module, sides: dict[str, Side], recording: Recording,
         stages += _inputs(model, recording, stack, sides[stack.side], options, fed=fed)
         stages.append(_graph_stage(stack, recording, labels, sides))
         stages += _stack_stages(stack, recording, labels, options)
+        stages += (after or {}).get(stack.key, [])
     return stages + output_stages(labels[stack.side], logits, output_words, max_features)

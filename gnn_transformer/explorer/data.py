@@ -19,7 +19,12 @@ and the weight
      "views": [{"kind", "layer", "keys": "source" | "target", "queries": "source" | "target",
                 "heads": H, "edges": [[j, i], ...], "scores": [[s_h, ...], ...],
                 "weights": [[alpha_h, ...], ...],
-                "biases": [[b_h, ...], ...] (only where the attention adds a per-edge bias b_ij)}, ...]}
+                "biases": [[b_h, ...], ...] (only where the attention adds a per-edge bias b_ij)}, ...],
+     "ponder": {"max_steps": T, "source": [steps, ...], "target": [steps, ...]} | None}
+
+``ponder`` is the ponder map of a model with adaptive computation time (``model.ponder_steps``,
+:mod:`gnn_transformer.core.interface`): the steps each token took; its views show the shared
+layers' last step.
 
 Numbers keep :data:`SIGNIFICANT_DIGITS` significant digits; a score of :math:`-\infty` (a
 blocked edge bias) is written ``null``.  A per-edge score bias (T5's relative position buckets,
@@ -124,7 +129,19 @@ def run_data(model: nn.Module, batch, *, vocabulary=None, labels: Sequence[str] 
         kinds = [{"kind": kind, "label": "self"} for kind in KINDS if any(view["kind"] == kind for view in views)]
     else:
         kinds = [{"kind": kind, "label": kind} for kind in KINDS if any(view["kind"] == kind for view in views)]
+    ponder = _ponder_map(model, batch) if seq2seq and callable(getattr(model, "ponder_steps", None)) else None
     default_title = " ".join(source) + (" \u2192 " + " ".join(target) if seq2seq else "")
     return {"title": title or default_title, "layout": layout, "grid": list(grid) if grid else None,
             "text_length": text_length, "center": list(center), "tokens": {"source": source, "target": target},
-            "predictions": predictions, "kinds": kinds, "views": views}
+            "predictions": predictions, "kinds": kinds, "views": views, "ponder": ponder}
+
+
+def _ponder_map(model: nn.Module, batch) -> dict:
+    """The steps each source and target token took (``model.ponder_steps``, in eval mode), as lists."""
+    was_training = model.training
+    try:
+        steps = model.eval().ponder_steps(batch)
+    finally:
+        model.train(was_training)
+    return {"max_steps": int(steps["max_steps"]), "source": steps["source"].tolist(),
+            "target": steps["target"].tolist()}

@@ -454,7 +454,28 @@
     state.head = event.target.value === "mean" ? "mean" : String(Number(event.target.value) - 1);
     render();
   });
+  function drawPonder() {  // the ponder map: one cell per token, darker for more steps
+    var ponder = data.ponder;
+    if (!ponder) { return; }
+    var panel = byId("ponder"), table = make("table", { "class": "ponder" }, panel);
+    [["source", "source"], ["target", "target"]].forEach(function (side) {
+      var labels = tokensOf(side[0]), steps = ponder[side[0]];
+      if (!labels.length) { return; }
+      var row = make("tr", {}, table);
+      make("th", {}, row).textContent = side[1];
+      labels.forEach(function (label, k) {
+        var cell = make("td", { "class": "ponder-cell", "data-side": side[0], "data-index": k,
+          "data-steps": steps[k], style: "background:" + blues(steps[k] / ponder.max_steps) +
+          (steps[k] / ponder.max_steps > 0.6 ? ";color:#fff" : "") }, row);
+        cell.textContent = label + " " + steps[k];
+        cell.title = label + " (" + k + "): " + steps[k] + " of at most " + ponder.max_steps + " steps";
+      });
+    });
+    byId("ponder-panel").hidden = false;
+  }
+
   fillControls();
   render();
+  drawPonder();
   window.gnnExplorer = { data: data, state: state, encoding: ENCODING, render: render };
 })();

@@ -107,6 +107,10 @@ class Seq2SeqTask(ABC):
                 train.append((source, target))
         return [self.encode(pair) for pair in train], [self.encode(pair) for pair in test]
 
+    def longer(self) -> "Seq2SeqTask | None":
+        """The same task on sources longer than any trained (length generalisation), or ``None``."""
+        return None
+
     def encode(self, pair) -> tuple[list[int], list[int]]:
         return self.src_vocab.encode(pair[0]), self.tgt_vocab.encode(pair[1])
 

@@ -30,6 +30,10 @@ class DigitTask(Seq2SeqTask):
         source = [rng.choice(DIGITS) for _ in range(rng.randint(self.min_length, self.max_length))]
         return source, self.transform(source)
 
+    def longer(self, extra: int = 4) -> "DigitTask":
+        """The same task on ``max_length + 1`` to ``max_length + extra`` digits: lengths never trained on."""
+        return DigitTask(self.name, self.max_length + 1, self.max_length + extra, left_out_lengths=())
+
     @property
     def max_target_length(self) -> int:
         return self.max_length

@@ -30,12 +30,19 @@ __all__ = ["PRESETS", "MODEL_KEYS", "build_model", "TrainedRun", "load_run", "ex
            "run_charlm", "format_seq2seq"]
 
 MODEL_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout")
+UNIVERSAL_KEYS = ("num_steps", "act_threshold", "ponder_penalty")
+ARCHITECTURES = ("transformer", "universal")
 _DIGITS = dict(d_model=64, nhead=4, num_layers=2, dim_feedforward=128, dropout=0.1, steps=1200, batch_size=128,
-               warmup=400, lr_factor=1.0, label_smoothing=0.1, num_train=20_000, num_test=500)
+               warmup=400, lr_factor=1.0, label_smoothing=0.1, num_train=20_000, num_test=500,
+               architecture="transformer", num_steps=4, act_threshold=0.99, ponder_penalty=0.01)
+# The Universal Transformer's preset (``train TASK --architecture universal``): one encoder and one decoder
+# layer over num_steps steps with ACT per node; these keys override the task's preset, the command line both.
+UNIVERSAL_PRESET = dict(num_steps=4, dropout=0.0)
 PRESETS = {
     "copy": _DIGITS,
     "reverse": _DIGITS,
     "sort": _DIGITS,
+    "addition": {**_DIGITS, "steps": 2000},
     "translate": {**_DIGITS, "steps": 1500, "num_train": 30_000},
     "charlm": dict(d_model=128, nhead=4, num_layers=3, dim_feedforward=256, dropout=0.1, steps=1500, batch_size=8,
                    warmup=200, lr_factor=1.0, label_smoothing=0.0, sequence_length=128, attention_window=32),
@@ -43,10 +50,21 @@ PRESETS = {
 
 
 def build_model(kind: str, vocab_sizes: tuple[int, ...], hp: dict):
-    """A ``GraphTransformerModel`` (``kind="seq2seq"``, vocab sizes (source, target)) or a
-    ``GraphDecoderModel`` (``kind="decoder"``, one vocab size) with the hyper-parameters ``hp``."""
+    """A ``GraphTransformerModel`` (``kind="seq2seq"``, vocab sizes (source, target); with
+    ``hp["architecture"] == "universal"`` a ``GraphUniversalTransformer``) or a ``GraphDecoderModel``
+    (``kind="decoder"``, one vocab size) with the hyper-parameters ``hp``."""
     common = dict(d_model=hp["d_model"], nhead=hp["nhead"], dim_feedforward=hp["dim_feedforward"],
                   dropout=hp["dropout"])
+    architecture = hp.get("architecture", "transformer")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if kind == "seq2seq" and architecture == "universal":
+        from ..variants.universal import GraphUniversalTransformer
+
+        src, tgt = vocab_sizes
+        return GraphUniversalTransformer(src, tgt, num_steps=hp["num_steps"], act_threshold=hp["act_threshold"],
+                                         ponder_penalty=hp["ponder_penalty"],
+                                         tie_weights="all" if src == tgt else "output", **common)
     if kind == "seq2seq":
         src, tgt = vocab_sizes
         return GraphTransformerModel(src, tgt, num_encoder_layers=hp["num_layers"], num_decoder_layers=hp["num_layers"],
@@ -169,7 +187,9 @@ def _setup(args) -> tuple[Process, dict]:
     context = dict(context_parallel=getattr(args, "context_parallel", 1),
                    strategy=getattr(args, "context_strategy", "halo"))
     process = init_from_env(args.device, **context) if args.distributed else Process(device=args.device)
-    hp = {**PRESETS[args.task], **{k: v for k, v in vars(args).items() if k in PRESETS[args.task] and v is not None}}
+    given = {k: v for k, v in vars(args).items() if k in PRESETS[args.task] and v is not None}
+    universal = UNIVERSAL_PRESET if given.get("architecture") == "universal" else {}
+    hp = {**PRESETS[args.task], **universal, **given}
     torch.manual_seed(args.seed)  # the same initial weights in every process
     return process, hp
 
@@ -206,8 +226,9 @@ def run_seq2seq(args, log: Callable[[str], None] = _silent) -> dict | None:
     train, test = task.splits(hp["num_train"], hp["num_test"], seed=args.seed)
     vocab = task.tgt_vocab
     model = build_model("seq2seq", (len(task.src_vocab), len(task.tgt_vocab)), hp)
+    keys = MODEL_KEYS + (("architecture",) + UNIVERSAL_KEYS if hp["architecture"] == "universal" else ())
     run_config = {"task": args.task, "kind": "seq2seq", "vocab_sizes": [len(task.src_vocab), len(vocab)],
-                  "model": {k: hp[k] for k in MODEL_KEYS}}
+                  "model": {k: hp[k] for k in keys}}
     max_new = task.max_target_length + 2
     decode = dict(bos=vocab.bos, eos=vocab.eos, max_new_tokens=max_new, beam_size=args.beam_size)
     monitor = test[:200]
@@ -230,6 +251,11 @@ def run_seq2seq(args, log: Callable[[str], None] = _silent) -> dict | None:
                    "decode_seconds": round(time.perf_counter() - start, 1), "num_test": len(test),
                    "greedy": greedy_result, "beam": beam_result, "beam_size": args.beam_size,
                    "left_out_lengths": list(task.left_out_lengths), "hyperparameters": hp}
+        longer = task.longer()
+        if longer is not None:  # length generalisation: sources longer than any trained, greedy
+            _, longer_test = longer.splits(0, hp["num_test"], seed=args.seed)
+            results["longer"] = exact_match(model, longer_test, strategy="greedy", bos=vocab.bos, eos=vocab.eos,
+                                            max_new_tokens=longer.max_target_length + 2)
         log(format_seq2seq(results, task))
         if args.task == "translate" and not args.no_plot:
             try:
@@ -237,10 +263,26 @@ def run_seq2seq(args, log: Callable[[str], None] = _silent) -> dict | None:
                 log(f"alignment picture: {results['alignment']}")
             except ImportError:
                 log("no alignment picture: it needs matplotlib (pip install 'gnn-transformer[viz]')")
+        if callable(getattr(model, "ponder_steps", None)) and not args.no_plot:
+            results["ponder_picture"] = _ponder_picture(model, task, test, Path(args.out) / "ponder.png", log)
         _write_results(args.out, results)
     barrier()
     shutdown()
     return results
+
+
+def _ponder_picture(model, task, test, path: Path, log) -> str | None:
+    """The ponder map of 8 held-out sources, of lengths spread over the task's (``tasks.ponder``)."""
+    try:
+        from .ponder import draw_ponder_map
+
+        examples = sorted(test[:200], key=lambda pair: len(pair[0]))[::25][:8]
+        drawn = draw_ponder_map(model, task, examples, path, title=f"{task.name}: ACT steps per token")
+    except ImportError:
+        log("no ponder picture: it needs matplotlib (pip install 'gnn-transformer[viz]')")
+        return None
+    log(f"ponder picture: {drawn}")
+    return str(drawn)
 
 
 def _left_out_accuracy(result: dict, lengths) -> tuple[int, int]:
@@ -261,6 +303,10 @@ def format_seq2seq(results: dict, task) -> str:
             line += (f"   (lengths {', '.join(map(str, task.left_out_lengths))}, left out of training: "
                      f"{hits}/{total} = {100 * hits / max(total, 1):.1f}%)")
         lines.append(line)
+    if "longer" in results:
+        lengths = list(results["longer"]["by_length"])
+        lines.append(f"  longer sources than any trained (lengths {min(lengths)} to {max(lengths)}), greedy: "
+                     f"{100 * results['longer']['accuracy']:.1f}%")
     return "\n".join(lines)
 
 

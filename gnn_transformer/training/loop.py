@@ -9,7 +9,10 @@ One step (arXiv:1706.03762, section 5):
     \theta \leftarrow \text{Adam}_{\beta_1 = 0.9, \beta_2 = 0.98, \epsilon = 10^{-9}}
         \big(\theta, \text{clip}(\nabla_\theta \mathcal{L}), lrate(\text{step})\big)
 
-with label smoothing :math:`\epsilon_{ls}` (0.1 in the paper) and :math:`N_\text{tokens}`
+plus, for a model that declares an auxiliary loss (``model.auxiliary_loss = True``: its forward
+called with ``return_auxiliary_loss=True`` returns ``(logits, summed auxiliary loss)``, as
+ACT's ponder cost :math:`\tau \sum_i \rho_i` of the Universal Transformer), that sum, with
+label smoothing :math:`\epsilon_{ls}` (0.1 in the paper) and :math:`N_\text{tokens}`
 the number of target tokens of the *global* batch: in a distributed run every process
 divides its sum by the all-reduced token count (times the number of processes, which
 DistributedDataParallel's gradient averaging divides out again), so a ragged batch split
@@ -134,13 +137,19 @@ class Trainer:
         batch = batch.to(self.process.device)
         if self.process.context_parallel > 1:  # this rank's nodes; attention across the replica's group
             batch = context_parallel_batch(batch, self.process.context_group, self.process.strategy)
+        auxiliary = None
         with self.autocast():
-            logits = self.module(batch)  # (N, V)
+            if getattr(self.model, "auxiliary_loss", False):  # e.g. ACT's ponder cost, summed over the batch
+                logits, auxiliary = self.module(batch, return_auxiliary_loss=True)  # (N, V), ()
+            else:
+                logits = self.module(batch)  # (N, V)
         loss_sum, num_tokens = token_loss(logits.float() if logits.dtype != torch.float64 else logits,
                                           batch_labels(batch), self.config.label_smoothing)
         totals = torch.tensor([float(loss_sum.detach()), float(num_tokens)], dtype=torch.float64,
                               device=loss_sum.device)
         all_reduce_sum(totals)  # (global loss sum, global tokens)
+        if auxiliary is not None:  # trained on, not reported: "loss" stays the cross-entropy per token
+            loss_sum = loss_sum + auxiliary.to(loss_sum.dtype)
         loss = loss_sum * (self.process.world_size / float(totals[1]))
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return {"loss": float(totals[0] / totals[1]), "tokens": int(totals[1])}

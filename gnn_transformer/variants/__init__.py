@@ -7,10 +7,15 @@ r"""Variants of the Transformer built on the core: every one is per node or per 
   (T5 buckets, ALiBi, graph distances);
 * :mod:`~gnn_transformer.variants.linear_attention` -- kernelised attention on the causal
   graph, equal to its recurrent form;
-* :mod:`~gnn_transformer.variants.switch` -- Switch routing: tokens to experts as a bipartite graph.
+* :mod:`~gnn_transformer.variants.switch` -- Switch routing: tokens to experts as a bipartite graph;
+* :mod:`~gnn_transformer.variants.universal` -- the Universal Transformer: one layer's weights over
+  T steps, with adaptive computation time per node (:mod:`~gnn_transformer.variants.act`).
 """
-from . import biases, linear_attention, models, switch
+from . import act, biases, linear_attention, models, switch, universal
 from .models import *  # noqa: F401,F403 -- the variants' public names
 from .models import __all__ as _models
 
-__all__ = [*_models, "biases", "linear_attention", "models", "switch"]
+from .universal import GraphUniversalTransformer
+
+__all__ = [*_models, "GraphUniversalTransformer", "act", "biases", "linear_attention", "models", "switch",
+           "universal"]
