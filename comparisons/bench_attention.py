@@ -43,7 +43,6 @@ from tqdm import tqdm
 
 from gnn_transformer import graphs
 from gnn_transformer.core.attention import GraphMultiheadAttention
-from gnn_transformer.backends.chunked import chunk_plan
 from gnn_transformer.backends.prepared import prepare_graph
 from gnn_transformer.testing.backends import window_graph
 
@@ -147,8 +146,8 @@ def setup_graph(backend: str):
 
         def prepare():
             graph = prepare_graph(edge_index, case.num_nodes, layouts=("tiles",) if backend == "fused" else ("csr",))
-            if backend == "chunked":
-                chunk_plan(graph, ctx.heads, ctx.d_model // ctx.heads)
+            if backend == "chunked":  # the tile plan (or the chunk plan) for these heads
+                graph.prepare("chunked", ctx.heads, ctx.d_model // ctx.heads)
             return graph
 
         prep_ms = timed(prepare, ctx.device, 3)
