@@ -73,7 +73,7 @@ class TilePlan:
     """The non-empty ``block x block`` tiles of a graph, grouped under the element budget.
 
     ``tile_row``, ``tile_col`` (N_t,) int64 row and column block of each tile (row-block major);
-    ``edge_slot`` (num_edges,) int64 position of each user edge in the flattened (N_t, b, b) tiles.
+    each group lists its edges' user ids and their positions in its flattened (Nt, b, b) tiles.
     """
 
     block: int
@@ -81,12 +81,19 @@ class TilePlan:
     num_col_blocks: int
     tile_row: Tensor
     tile_col: Tensor
-    edge_slot: Tensor
     groups: tuple[TileGroup, ...]
 
     @property
     def num_tiles(self) -> int:
         return self.tile_row.numel()
+
+    def nbytes(self) -> int:
+        """Bytes of the plan's tensors (tile indices, per-edge slots, masks of the partial groups)."""
+        tensors = [self.tile_row, self.tile_col]
+        for group in self.groups:
+            tensors += [group.rows, group.cols, group.edge_ids, group.edge_slots]
+            tensors += [] if group.mask is None else [group.mask]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _tile_counts(target: Tensor, source: Tensor, block: int, num_sources: int) -> tuple[Tensor, Tensor]:
@@ -141,7 +148,7 @@ def plan_tiles(graph: PreparedGraph, num_heads: int, block: int, max_elements: i
                                     all(n == 1 for n in rows_per_block[r0:r1]),
                                     edge_order[low:high], sorted_slots[low:high] - t0 * block * block))
         t0, r0 = t1, r1
-    return TilePlan(block, num_row_blocks, num_col_blocks, tile_row, tile_col, edge_slot, tuple(groups))
+    return TilePlan(block, num_row_blocks, num_col_blocks, tile_row, tile_col, tuple(groups))
 
 
 def tile_plan(graph: PreparedGraph, num_heads: int, head_dim: int) -> TilePlan | None:
