@@ -64,7 +64,7 @@ def steps(dry_run: bool, workdir: Path, python: str) -> list[Step]:
     model = ["--tiny", "--device", "cpu", "--threads", "1"] if dry_run else ["--device", "cuda", "--repeats", "5"]
     return [
         Step("gpu-marked tests", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "-rs", *tests],
-             150 if not dry_run else 600),
+             120 if not dry_run else 600),
         Step("check float64", [python, "-m", "gnn_transformer", "check", "--device", device, "--dtype", "float64",
                                *small], 45 if not dry_run else 600),
         Step("check float32", [python, "-m", "gnn_transformer", "check", "--device", device, "--dtype", "float32",
