@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 
@@ -223,19 +222,17 @@ def measure(row: Row, device, dtype, repeats: int, count: int) -> dict:
     return result
 
 
-def table(results: list[dict]) -> str:
-    header = (f"{'model':28} {'train ms':>9} {'torch':>8} {'ratio':>6} {'train* ms':>9} {'ratio':>6} "
-              f"{'fwd ms':>8} {'torch':>8} {'ratio':>6} {'greedy ms':>10} {'torch':>9} {'ratio':>6}  logits diff")
-    lines = [header, "-" * len(header)]
-    for r in results:
-        lines.append(
-            f"{r['row']:28} {r['train graph']:>9.1f} {r['train torch']:>8.1f} "
+HEADER = (f"{'model':28} {'train ms':>9} {'torch':>8} {'ratio':>6} {'train* ms':>9} {'ratio':>6} "
+          f"{'fwd ms':>8} {'torch':>8} {'ratio':>6} {'greedy ms':>10} {'torch':>9} {'ratio':>6}  logits diff")
+
+
+def line(r: dict) -> str:
+    return (f"{r['row']:28} {r['train graph']:>9.1f} {r['train torch']:>8.1f} "
             f"{r['train graph'] / r['train torch']:>6.2f} {r['train graph*']:>9.1f} "
             f"{r['train graph*'] / r['train torch']:>6.2f} {r['fwd graph']:>8.1f} {r['fwd torch']:>8.1f} "
             f"{r['fwd graph'] / r['fwd torch']:>6.2f} {r['greedy graph']:>10.1f} {r['greedy torch']:>9.1f} "
             f"{r['greedy graph'] / r['greedy torch']:>6.2f}  {r['check']:.1e}"
             f"{'' if r['greedy_same'] else ' (greedy tokens differ)'}")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -264,15 +261,16 @@ def main(argv=None) -> int:
     repeats = args.repeats or (1 if args.tiny else 5)
     count = 4 if args.tiny else args.tokens
     start = time.perf_counter()
-    results = []
-    for row in selected:
-        print(f"  {row.name} ...", file=sys.stderr, flush=True)
-        results.append(measure(row, device, dtype, repeats, count))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {where}; {args.dtype}; heads d_model / 32, feed-forward 4 d_model, vocabulary {VOCAB}; "
-          f"median of {repeats} (greedy: {max(1, repeats // 3)}), {args.clock} time, {count} greedy tokens; torch {torch.__version__}; "
-          f"{time.perf_counter() - start:.0f} s in all")
-    print(table(results))
+          f"median of {repeats} (greedy: {max(1, repeats // 3)}), {args.clock} time, {count} greedy tokens; "
+          f"torch {torch.__version__}")
+    print(HEADER + "\n" + "-" * len(HEADER), flush=True)
+    results = []
+    for row in selected:  # each row printed when measured
+        results.append(measure(row, device, dtype, repeats, count))
+        print(line(results[-1]), flush=True)
+    print(f"{time.perf_counter() - start:.0f} s in all")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": where, "dtype": args.dtype, "results": results}, f, indent=1)
