@@ -43,8 +43,8 @@ from tqdm import tqdm
 
 from gnn_transformer import graphs
 from gnn_transformer.core.attention import GraphMultiheadAttention
-from gnn_transformer.backends.chunked import chunk_plan
 from gnn_transformer.backends.prepared import prepare_graph
+from gnn_transformer.backends.tiled import tile_plan
 from gnn_transformer.testing.backends import window_graph
 
 
@@ -74,7 +74,10 @@ def ragged_lengths(count: int, low: int, high: int) -> list[int]:
     return torch.randint(low, high + 1, (count,), generator=torch.Generator().manual_seed(0)).tolist()
 
 
-def cases(quick: bool) -> list[Case]:
+def cases(quick: bool, tiny: bool = False) -> list[Case]:
+    if tiny:  # a smoke run of every row kind (gpu_check.py --dry-run)
+        return [Case("complete 2 x 16", "complete", [16] * 2), Case("causal 1 x 32", "causal", [32]),
+                Case("window r4 @ 64", "window", [64], 4), Case("ragged 4 x 5-20", "complete", ragged_lengths(4, 5, 20))]
     if quick:  # the design notes' cases scaled down for 2 CPU cores
         return [Case("complete 8 x 32", "complete", [32] * 8), Case("complete 4 x 64", "complete", [64] * 4),
                 Case("complete 1 x 128", "complete", [128]), Case("causal 1 x 128", "causal", [128]),
@@ -113,17 +116,21 @@ class Context:
     flex: object = field(default=None)
 
 
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCK["wall"]
+
+
 def timed(fn, device, repeats: int) -> float:
-    """Median wall time of ``fn()`` in ms (CUDA-synchronised)."""
+    """Median time of ``fn()`` in ms (CUDA-synchronised) on :data:`clock` (wall, or the process's CPU time)."""
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
+        times.append((clock() - start) * 1e3)
     return statistics.median(times)
 
 
@@ -147,14 +154,16 @@ def setup_graph(backend: str):
 
         def prepare():
             graph = prepare_graph(edge_index, case.num_nodes, layouts=("tiles",) if backend == "fused" else ("csr",))
-            if backend == "chunked":
-                chunk_plan(graph, ctx.heads, ctx.d_model // ctx.heads)
+            if backend == "chunked":  # the tile plan (or the chunk plan) for these heads
+                graph.prepare("chunked", ctx.heads, ctx.d_model // ctx.heads)
             return graph
 
         prep_ms = timed(prepare, ctx.device, 3)
         graph = prepare()
         note = "Triton interpreter: timings meaningless" if backend == "fused" and ctx.device.type != "cuda" else ""
-        return Setup(lambda: attention(x, x, x, graph), [x], graph.structure_bytes(), prep_ms, note=note)
+        plan = tile_plan(graph, ctx.heads, ctx.d_model // ctx.heads) if backend == "chunked" else None
+        structure = graph.structure_bytes() + (0 if plan is None else plan.nbytes())  # the tile plan counts too
+        return Setup(lambda: attention(x, x, x, graph), [x], structure, prep_ms, note=note)
     return setup
 
 
@@ -397,6 +406,11 @@ def table(results: dict, cases_: list[Case]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes on CPU in float32 (under a minute)")
+    parser.add_argument("--tiny", action="store_true", help="toy sizes on CPU: a smoke run of every row (seconds)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                        help="cpu: the process's CPU time (all its threads), steadier than wall time on a shared "
+                             "CPU machine; wall otherwise")
     parser.add_argument("--device", default=None, help="default: cpu with --quick, else cuda")
     parser.add_argument("--dtype", default=None, help="default: float32 with --quick, else bfloat16")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per row (default 7 quick, 10 full)")
@@ -406,6 +420,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default 1 with --quick: on a shared machine one thread times steadily)")
     args = parser.parse_args()
+    args.quick = args.quick or args.tiny
+    global clock
+    clock = CLOCK[args.clock]
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
     device = torch.device(args.device or ("cpu" if args.quick else "cuda"))
@@ -414,9 +431,9 @@ def main() -> int:
         return 0
     dtype = getattr(torch, args.dtype or ("float32" if args.quick else "bfloat16"))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    ctx = Context(device, dtype, 64 if args.quick else 512, 4 if args.quick else 8,
-                  args.repeats or (7 if args.quick else 10), args.flex_cpu, memory // 2)
-    selected = [c for c in cases(args.quick) if args.cases is None or any(s in c.name for s in args.cases.split(","))]
+    ctx = Context(device, dtype, 32 if args.tiny else 64 if args.quick else 512, 2 if args.tiny else 4 if args.quick else 8,
+                  args.repeats or (2 if args.tiny else 7 if args.quick else 10), args.flex_cpu, memory // 2)
+    selected = [c for c in cases(args.quick, args.tiny) if args.cases is None or any(s in c.name for s in args.cases.split(","))]
     names = args.implementations.split(",")
     torch.manual_seed(0)
     results: dict = {}
@@ -431,8 +448,15 @@ def main() -> int:
                 progress.update()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device_name}; {str(dtype)[6:]}; d_model {ctx.d_model}, {ctx.heads} heads; median of "
-          f"{ctx.repeats}; torch {torch.__version__}; {time.perf_counter() - start:.0f} s in all")
+          f"{ctx.repeats}, {args.clock} time; torch {torch.__version__}; {time.perf_counter() - start:.0f} s in all")
     print(table(results, selected))
+    if args.json:
+        import json
+
+        kinds = {case.name: case.kind + (" ragged" if len(set(case.lengths)) > 1 else "") for case in selected}
+        with open(args.json, "w") as f:
+            json.dump({"device": device_name, "dtype": str(dtype)[6:], "d_model": ctx.d_model, "heads": ctx.heads,
+                       "cases": {name: {"kind": kinds[name], **rows} for name, rows in results.items()}}, f, indent=1)
     return 0
 
 

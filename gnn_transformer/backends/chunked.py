@@ -37,7 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .dropout import dropout_keep
 from .prepared import PreparedGraph, preparation
+from .tiled import tile_plan, tiled_graph_attention
 
 __all__ = ["chunked_graph_attention", "Chunk", "plan_chunks", "chunk_plan", "prepare_chunked", "dropout_keep"]
 
@@ -191,49 +193,6 @@ class _ChunkMath:
         return dense[:, self.rows, self.cols - self.chunk.s0].t()
 
 
-_MASK32 = 0xFFFFFFFF
-
-
-def _mix32(x: Tensor) -> Tensor:
-    """A 32-bit avalanche hash, a bijection of [0, 2**32) (hash-prospector's ``16 21f0aaad 15 735a2d97 15``).
-
-    Both multipliers are below 2**31, so ``x * c`` of an ``x`` below 2**32 stays below 2**63:
-    exact in int64 (no overflow), then reduced mod 2**32.
-    """
-    x = ((x ^ (x >> 16)) * 0x21F0AAAD) & _MASK32
-    x = ((x ^ (x >> 15)) * 0x735A2D97) & _MASK32
-    return x ^ (x >> 15)
-
-
-def dropout_keep(seed: Tensor, key: Tensor, dropout_p: float, num_keys: int = 2**63) -> Tensor:
-    r"""Which entries dropout keeps: a counter-based draw per ``key``, no generator state.
-
-    .. math:: h = \text{mix}_{32}(\text{mix}_{32}(\text{lo}(key) \oplus s_0) \oplus \text{hi}(key)
-              \oplus s_1), \qquad \text{keep} = h \ge \lfloor p \cdot 2^{32} \rceil
-
-    so each entry is kept with probability :math:`1 - p` (to :math:`2^{-32}`), distinct keys
-    draw as if independently (two rounds of an avalanche hash; one round leaves correlations
-    of about 0.002 between neighbouring keys), and the same key gives the same answer in
-    forward, backward and the weights pass.  About twenty int64 operations per entry: in
-    eager mode on a CPU a few times the cost of ``torch.rand`` (the price of drawing without
-    generator state on the host).
-
-    Args:
-        seed: (2,) int64 tensor of two words in [0, 2**32) (drawn per call from torch's generator).
-        key: int64 tensor of non-negative keys (here ``(target * S + source) * H + head``).
-        dropout_p: the dropout probability.
-        num_keys: a bound on the keys (a Python int, ``T * S * H`` here); below 2**32 ``hi(key)`` is 0.
-
-    Returns:
-        a bool tensor shaped like ``key``.
-    """
-    if num_keys <= 2**32:
-        h = _mix32(_mix32(key ^ seed[0]) ^ seed[1])
-    else:
-        h = _mix32(_mix32((key & _MASK32) ^ seed[0]) ^ (key >> 32) ^ seed[1])
-    return h >= round(dropout_p * 2**32)
-
-
 def chunk_plan(graph: PreparedGraph, num_heads: int, head_dim: int) -> list[Chunk]:
     """The chunks of ``graph`` for this many heads and this head size (planned once, kept on the graph)."""
     return graph.derived(("chunks", num_heads, head_dim), lambda: plan_chunks(graph, num_heads, head_dim))
@@ -247,7 +206,8 @@ def prepare_chunked(graph: PreparedGraph, num_heads: int | None = None, head_dim
     """
     graph.csr  # noqa: B018 -- built and kept on the graph
     if num_heads is not None:
-        chunk_plan(graph, num_heads, head_dim)
+        if tile_plan(graph, num_heads, head_dim) is None:
+            chunk_plan(graph, num_heads, head_dim)
 
 
 def _plan(graph: PreparedGraph, q: Tensor, v: Tensor) -> list[Chunk]:
@@ -347,6 +307,9 @@ def chunked_graph_attention(q: Tensor, k: Tensor, v: Tensor, graph: PreparedGrap
     seed stays on the device.
     """
     seed = torch.randint(0, 2**32, (2,), device=q.device) if dropout_p > 0.0 else None  # (2,) words of the hash
+    tiles = tile_plan(graph, q.size(1), max(q.size(2), v.size(2)))
+    if tiles is not None:
+        return tiled_graph_attention(q, k, v, graph, tiles, edge_bias, scale, dropout_p, seed, need_weights)
     out, lse = _ChunkedGraphAttention.apply(q, k, v, edge_bias, graph, scale, dropout_p, seed)
     weights = None
     if need_weights:

@@ -11,6 +11,14 @@ TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 GRADIENTS = ("out", "weights", "grad_q", "grad_k", "grad_v", "grad_bias")
 
 
+@pytest.fixture(autouse=True)
+def chunks_always(monkeypatch):
+    """The chunk path on every graph (tests/backends/test_tiled.py checks the tile path)."""
+    import gnn_transformer.backends.tiled as tiled
+
+    monkeypatch.setattr(tiled, "MAX_WASTE", 0.0)
+
+
 def assert_close(report: dict, tolerance: float) -> None:
     worst = {name: report[name] for name in GRADIENTS if name in report}
     assert max(worst.values()) <= tolerance, worst
