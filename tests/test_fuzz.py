@@ -517,6 +517,8 @@ BAD_VALUES = {
     "probability": st.one_of(st.floats(1.0, 10.0).map(str), st.floats(-10.0, -0.01).map(str),
                              st.sampled_from(["nan", "inf", "x"])),
     "positive_float": st.one_of(st.floats(-10.0, 0.0).map(str), st.sampled_from(["nan", "-inf", "x"])),
+    "halting_threshold": st.one_of(st.floats(1.0, 10.0, exclude_min=True).map(str), st.floats(-10.0, 0.0).map(str),
+                                   st.sampled_from(["nan", "inf", "x"])),
     "device": st.sampled_from(["tpu", "gpu0", "cuda:99", "mps", "", "cuda:x"]),
     "existing_file": st.just("/no/such/file.txt"),
     "output_file": st.sampled_from(["{blocker}/x.html", "{tmp}"]),
@@ -535,6 +537,13 @@ def run_cli(argv, capsys):
         main(argv)
     err = capsys.readouterr().err
     return exit.value.code, err
+
+
+def test_every_cli_option_type_has_bad_values_to_draw():
+    """The draw below samples options at random: every option type must have bad values, or a new
+    one is tested only when hypothesis happens to pick it."""
+    kinds = {kind for _, _, kind in CLI_OPTIONS}
+    assert kinds <= set(BAD_VALUES), f"no bad values for {sorted(kinds - set(BAD_VALUES))}"
 
 
 @given(choice=st.sampled_from(CLI_OPTIONS), data=st.data())

@@ -12,8 +12,8 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["positive_int", "non_negative_int", "probability", "positive_float", "device", "existing_file",
-           "output_file", "output_folder"]
+__all__ = ["positive_int", "non_negative_int", "probability", "positive_float", "halting_threshold", "device",
+           "existing_file", "output_file", "output_folder"]
 
 
 def _integer(text: str) -> int:
@@ -62,6 +62,14 @@ def positive_float(text: str) -> float:
     value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value:g}")
+    return value
+
+
+def halting_threshold(text: str) -> float:
+    """ACT's halting threshold: a number in (0, 1]."""
+    value = positive_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a halting threshold in (0, 1], got {value:g}")
     return value
 
 

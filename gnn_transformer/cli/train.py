@@ -13,17 +13,10 @@ import os
 
 import torch
 
-from .options import device, non_negative_int, output_folder, positive_float, positive_int, probability
+from .options import (device, halting_threshold, non_negative_int, output_folder, positive_float, positive_int,
+                      probability)
 
 TASKS = ("copy", "reverse", "sort", "addition", "translate", "charlm")
-
-
-def halting_threshold(text: str) -> float:
-    """ACT's halting threshold: a number in (0, 1]."""
-    value = positive_float(text)
-    if value > 1.0:
-        raise argparse.ArgumentTypeError(f"expected a halting threshold in (0, 1], got {value:g}")
-    return value
 
 
 def add_parser(subparsers) -> None:

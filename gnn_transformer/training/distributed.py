@@ -58,7 +58,7 @@ class Process:
 
     @property
     def data_rank(self) -> int:
-        """The data-parallel replica of this process: which slice of every global batch it reads."""
+        """Which data-parallel replica this process belongs to, so which slice of every global batch it reads."""
         return self.rank // self.context_parallel
 
     @property
@@ -129,8 +129,8 @@ def context_parallel_batch(batch, group=None, strategy: str = "halo"):
         model's logits on it are this rank's rows of the logits on ``batch``.
 
     Raises:
-        ValueError: a batch with per-edge biases, or a list of edge sets (one per layer): the
-        distributed backend carries neither.
+        ValueError: a batch with per-edge biases, or a list of edge sets (one per layer), which the
+            distributed backend does not carry.
     """
     from torch_geometric.data import Data, HeteroData
 
