@@ -5,7 +5,6 @@ and the token of every node, and returns a :class:`~.document.Stage`.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
