@@ -48,6 +48,8 @@ BLOCK_SIZES = (16, 32, 64, 128)
 TILE_COST = 1024  # entries' worth of work per tile (gathers, scatter, call overhead), for choosing the tile size
 MAX_WASTE = 6.0  # tiles when their entries are at most this many times the edges; the chunk path otherwise
 MAX_ELEMENTS = 2**22  # scores (tiles x heads x b x b) per group
+DENSE_COUNT_BINS = 2**20  # planning counts the tiles in one pass up to this many tiles in the plane ...
+DENSE_COUNT_PER_EDGE = 4  # ... or this many per edge; by sorting beyond (see _tile_counts)
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,21 @@ class TilePlan:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _tile_counts(target: Tensor, source: Tensor, block: int, num_sources: int) -> tuple[Tensor, Tensor]:
-    """Distinct tiles (sorted keys row-block major) and their edge counts."""
-    num_col_blocks = -(-num_sources // block)
-    return torch.unique((target // block) * num_col_blocks + source // block, return_counts=True)
+def _tile_counts(target: Tensor, source: Tensor, block: int, graph: PreparedGraph) -> tuple[Tensor, Tensor, Tensor]:
+    """The tile key of every edge, the distinct tiles (sorted keys, row-block major) and their edge counts.
+
+    Counted in one pass over the edges (``bincount`` over every tile of the plane) when the plane
+    has at most :data:`DENSE_COUNT_BINS` tiles or :data:`DENSE_COUNT_PER_EDGE` per edge, else by
+    sorting (``unique``); both give the same sorted keys and counts.
+    """
+    num_col_blocks = -(-graph.num_sources // block)
+    keys = (target // block) * num_col_blocks + source // block  # (num_edges,)
+    num_tiles = -(-graph.num_targets // block) * num_col_blocks
+    if num_tiles <= max(DENSE_COUNT_BINS, DENSE_COUNT_PER_EDGE * keys.numel()):
+        counts = torch.bincount(keys, minlength=num_tiles)  # (num_tiles,)
+        present = counts.nonzero().squeeze(1)  # host: once per graph
+        return keys, present, counts[present]
+    return keys, *torch.unique(keys, return_counts=True)
 
 
 def choose_block(graph: PreparedGraph, num_heads: int, head_dim: int) -> tuple[int, float]:
@@ -107,7 +120,7 @@ def choose_block(graph: PreparedGraph, num_heads: int, head_dim: int) -> tuple[i
     source, target = graph.edge_index[0], graph.edge_index[1]
     best = None
     for block in BLOCK_SIZES:
-        num_tiles = _tile_counts(target, source, block, graph.num_sources)[0].numel()
+        num_tiles = _tile_counts(target, source, block, graph)[1].numel()
         area = num_tiles * block * block
         cost = area + TILE_COST * num_tiles
         if best is None or cost < best[0]:
@@ -121,16 +134,18 @@ def plan_tiles(graph: PreparedGraph, num_heads: int, block: int, max_elements: i
     device = graph.device
     source, target = graph.edge_index[0], graph.edge_index[1]
     num_row_blocks, num_col_blocks = -(-graph.num_targets // block), -(-graph.num_sources // block)
-    keys, counts = _tile_counts(target, source, block, graph.num_sources)  # (N_t,)
+    edge_keys, keys, counts = _tile_counts(target, source, block, graph)  # (num_edges,), (N_t,), (N_t,)
     tile_row, tile_col = keys // num_col_blocks, keys % num_col_blocks
-    tile_of_edge = torch.searchsorted(keys, (target // block) * num_col_blocks + source // block)  # (num_edges,)
+    tile_of_edge = torch.searchsorted(keys, edge_keys)  # (num_edges,)
     edge_slot = (tile_of_edge * block + target % block) * block + source % block  # (num_edges,)
     full = counts == block * block  # boundary tiles that stick out of the plane are partial
-    mask = torch.ones(keys.numel() * block * block, dtype=torch.bool, device=device)
-    mask[edge_slot] = False
-    mask = mask.view(-1, 1, block, block)  # (N_t, 1, b, b)
+    # the edge in every slot of the tiles (-1: none; edges are distinct), so no sort of the slots
+    slot_edge = torch.full((keys.numel() * block * block,), -1, dtype=torch.long, device=device)
+    slot_edge[edge_slot] = torch.arange(edge_slot.numel(), device=device)
+    mask = (slot_edge < 0).view(-1, 1, block, block)  # (N_t, 1, b, b): True where no edge
+    sorted_slots = (slot_edge >= 0).nonzero().squeeze(1)  # (num_edges,) occupied slots, ascending
+    edge_order = slot_edge[sorted_slots]  # (num_edges,) the edge in each
     rows_per_block = torch.bincount(tile_row, minlength=num_row_blocks).tolist()  # host: once per graph
-    sorted_slots, edge_order = torch.sort(edge_slot)
     full_host, col_host = full.tolist(), tile_col.tolist()
     groups, t0, r0 = [], 0, 0
     per_tile = num_heads * block * block

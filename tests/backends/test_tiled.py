@@ -33,6 +33,29 @@ def plan_of(case: GraphCase, num_heads: int = 2, head_dim: int = 16):
     return tiled.tile_plan(graph, num_heads, head_dim)
 
 
+@pytest.mark.parametrize("kind", list(graph_cases()))
+def test_tiles_counted_in_one_pass_equal_tiles_counted_by_sorting(kind, tiles_always, monkeypatch):
+    """Planning counts tiles with bincount on small planes and with unique beyond: the same counts, the same plan."""
+    case = graph_cases()[kind]
+    graph = prepare_graph(case.edge_index, case.num_sources, case.num_targets)
+    source, target = graph.edge_index
+
+    def counts_and_plan():
+        return [tiled._tile_counts(target, source, block, graph) for block in (1, 2, 3, 16)], plan_of(case)
+
+    counted, counted_plan = counts_and_plan()
+    monkeypatch.setattr(tiled, "DENSE_COUNT_BINS", 0)
+    monkeypatch.setattr(tiled, "DENSE_COUNT_PER_EDGE", 0)  # every plane is larger: unique
+    by_sorting, sorted_plan = counts_and_plan()
+    for one_pass, sort in zip(counted, by_sorting):
+        assert all(torch.equal(a, b) for a, b in zip(one_pass, sort))  # edge keys, tiles, counts
+    for name in ("tile_row", "tile_col"):
+        assert torch.equal(getattr(counted_plan, name), getattr(sorted_plan, name))
+    for a, b in zip(counted_plan.groups, sorted_plan.groups, strict=True):
+        assert torch.equal(a.edge_ids, b.edge_ids) and torch.equal(a.edge_slots, b.edge_slots)
+        assert (a.mask is None) == (b.mask is None) and (a.mask is None or torch.equal(a.mask, b.mask))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kind", list(graph_cases()))
 def test_tiles_match_reference_on_every_kind_of_graph(kind, dtype, tiles_always):
