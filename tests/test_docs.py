@@ -243,28 +243,7 @@ def test_the_inventory_holds_every_public_name(site):
         assert any(n in names for n in public), f"{public[0]} is not in objects.inv"
 
 
-# ---- in a browser --------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    required = os.environ.get("GNN_TRANSFORMER_REQUIRE_BROWSER") == "1"
-    from gnn_transformer.explorer.browser import find_chromium, launch_chromium
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem = "playwright is not installed (pip install 'gnn-transformer[browser]')"
-    else:
-        problem = None if find_chromium() is not None else "no Chromium found (Debian: apt-get install chromium)"
-    if problem is not None:
-        if required:
-            pytest.fail(f"GNN_TRANSFORMER_REQUIRE_BROWSER=1 but {problem}")
-        pytest.skip(problem)
-    with sync_playwright() as playwright:
-        launched = launch_chromium(playwright)
-        yield launched
-        launched.close()
-
+# ---- in a browser (the session's Chromium: tests/conftest.py) ----------------------------------
 
 @pytest.fixture(scope="module")
 def served(site):
