@@ -27,6 +27,7 @@ BAD_OPTIONS = [
     (["train", "copy", "--beam-size", "0"], "argument --beam-size: expected a positive integer, got 0"),
     (["train", "copy", "--lr-factor", "0"], "argument --lr-factor: expected a positive number, got 0"),
     (["train", "copy", "--warmup", "0"], "argument --warmup"),
+    (["train", "copy", "--cooldown", "1.5"], "argument --cooldown: expected a fraction in [0, 1], got 1.5"),
     (["train", "copy", "--num-train", "0"], "argument --num-train"),
     (["train", "copy", "--checkpoint-every", "0"], "argument --checkpoint-every"),
     (["train", "copy", "--device", "cuda:7"], "argument --device"),
@@ -126,3 +127,4 @@ def test_no_traceback_reaches_the_terminal(tmp_path):
                                 timeout=120)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and "nhead" in result.stderr
+

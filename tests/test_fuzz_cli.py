@@ -41,6 +41,8 @@ BAD_VALUES = {
     "probability": st.one_of(st.floats(1.0, 10.0).map(str), st.floats(-10.0, -0.01).map(str),
                              st.sampled_from(["nan", "inf", "x"])),
     "positive_float": st.one_of(st.floats(-10.0, 0.0).map(str), st.sampled_from(["nan", "-inf", "x"])),
+    "fraction": st.one_of(st.floats(1.0, 10.0, exclude_min=True).map(str), st.floats(-10.0, -0.01).map(str),
+                          st.sampled_from(["nan", "inf", "x"])),
     "halting_threshold": st.one_of(st.floats(1.0, 10.0, exclude_min=True).map(str), st.floats(-10.0, 0.0).map(str),
                                    st.sampled_from(["nan", "inf", "x"])),
     "device": st.sampled_from(["tpu", "gpu0", "cuda:99", "mps", "", "cuda:x"]),

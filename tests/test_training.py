@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from gnn_transformer import GraphDecoderModel, GraphTransformerModel, graphs
 from gnn_transformer.training import (
     GlobalBatchSampler, LanguageModelExamples, Seq2SeqExamples, TrainConfig, Trainer, WarmupInverseSqrt,
-    Process, evaluate_loss, make_loader, token_loss, transformer_lr,
+    Process, evaluate_loss, make_loader, token_loss, transformer_lr, cooldown_factor,
 )
 
 PAIRS = [([2, 3, 4], [4, 3, 2]), ([5], [5]), ([6, 7], [7, 6]), ([2, 2, 3, 4, 5], [5, 4, 3, 2, 2]),
@@ -30,6 +30,31 @@ def test_schedule_is_the_papers_formula():
         schedule(0)
     with pytest.raises(ValueError, match="positive"):
         WarmupInverseSqrt(64, warmup=0)
+
+
+def test_cooldown_falls_linearly_over_the_last_steps():
+    plain = WarmupInverseSqrt(64, warmup=10)
+    cooled = WarmupInverseSqrt(64, warmup=10, total=100, cooldown=40)
+    assert [cooled(s) for s in range(1, 61)] == [plain(s) for s in range(1, 61)]  # untouched before the last 40
+    assert cooled(61) == pytest.approx(plain(61))  # 40 / 40
+    assert cooled(81) == pytest.approx(plain(81) * 20 / 40)
+    assert cooled(100) == pytest.approx(plain(100) / 40)  # the last step: 1 / cooldown of the paper's rate
+    assert cooldown_factor(100, 100, 0) == 1.0
+    with pytest.raises(ValueError, match="cooldown must be at most the run's total steps, got cooldown=120"):
+        WarmupInverseSqrt(64, warmup=10, total=100, cooldown=120)
+    with pytest.raises(ValueError, match="cooldown must be at most"):
+        WarmupInverseSqrt(64, warmup=10, cooldown=5)  # no total
+    with pytest.raises(ValueError, match="cooldown must be a number of steps >= 0, got -1"):
+        WarmupInverseSqrt(64, warmup=10, total=100, cooldown=-1)
+
+
+def test_trainer_applies_the_cooldown():
+    model = tiny_seq2seq()
+    trainer = Trainer(model, TrainConfig(steps=8, batch_size=4, warmup=2, cooldown=4, progress=False))
+    batches = make_loader(Seq2SeqExamples(PAIRS, bos=0, eos=1), batch_size=4)
+    lrs = [trainer.train_step(batch)["lr"] for batch, _ in zip(batches, range(8))]
+    plain = WarmupInverseSqrt(16, warmup=2)
+    assert lrs == pytest.approx([plain(s) * min(1, (8 - s + 1) / 4) for s in range(1, 9)])
 
 
 def test_label_smoothed_loss_is_a_sum_over_target_nodes():

@@ -65,6 +65,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A share of a whole in [0, 1] (the share of a run's steps in its cool-down)."""
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {value:g}")
+    return value
+
+
 def halting_threshold(text: str) -> float:
     """ACT's halting threshold: a number in (0, 1]."""
     value = positive_float(text)

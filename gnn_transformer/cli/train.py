@@ -13,8 +13,8 @@ import os
 
 import torch
 
-from .options import (device, halting_threshold, non_negative_int, output_folder, positive_float, positive_int,
-                      probability)
+from .options import (device, fraction, halting_threshold, non_negative_int, output_folder, positive_float,
+                      positive_int, probability)
 
 TASKS = ("copy", "reverse", "sort", "addition", "translate", "charlm")
 
@@ -53,6 +53,9 @@ def add_parser(subparsers) -> None:
                         help="universal: weight of the ponder cost in the loss")
     parser.add_argument("--warmup", type=positive_int, help="warm-up steps of the learning-rate schedule")
     parser.add_argument("--lr-factor", dest="lr_factor", type=positive_float, help="multiplier of the paper's schedule")
+    parser.add_argument("--cooldown", type=fraction,
+                        help="share of the steps, at the end, over which the learning rate falls linearly "
+                             "towards 0 (0: the paper's schedule throughout)")
     parser.add_argument("--label-smoothing", dest="label_smoothing", type=probability)
     parser.add_argument("--num-train", dest="num_train", type=positive_int, help="seq2seq tasks: training pairs")
     parser.add_argument("--num-test", dest="num_test", type=positive_int, help="seq2seq tasks: held-out pairs")

@@ -32,8 +32,8 @@ __all__ = ["PRESETS", "MODEL_KEYS", "build_model", "TrainedRun", "load_run", "ex
 MODEL_KEYS = ("d_model", "nhead", "num_layers", "dim_feedforward", "dropout")
 UNIVERSAL_KEYS = ("num_steps", "act_threshold", "ponder_penalty")
 ARCHITECTURES = ("transformer", "universal")
-_DIGITS = dict(d_model=64, nhead=4, num_layers=2, dim_feedforward=128, dropout=0.1, steps=1200, batch_size=128,
-               warmup=400, lr_factor=1.0, label_smoothing=0.1, num_train=20_000, num_test=500,
+_DIGITS = dict(d_model=64, nhead=4, num_layers=2, dim_feedforward=128, dropout=0.1, steps=2400, batch_size=128,
+               warmup=400, lr_factor=1.0, cooldown=1 / 3, label_smoothing=0.1, num_train=20_000, num_test=500,
                architecture="transformer", num_steps=4, act_threshold=0.99, ponder_penalty=0.01)
 # The Universal Transformer's preset (``train TASK --architecture universal``): one encoder and one decoder
 # layer over num_steps steps with ACT per node; these keys override the task's preset, the command line both.
@@ -42,10 +42,10 @@ PRESETS = {
     "copy": _DIGITS,
     "reverse": _DIGITS,
     "sort": _DIGITS,
-    "addition": {**_DIGITS, "steps": 2000},
-    "translate": {**_DIGITS, "steps": 1500, "num_train": 30_000},
+    "addition": _DIGITS,
+    "translate": {**_DIGITS, "steps": 1500, "cooldown": 0.0, "num_train": 30_000},
     "charlm": dict(d_model=128, nhead=4, num_layers=3, dim_feedforward=256, dropout=0.1, steps=1500, batch_size=8,
-                   warmup=200, lr_factor=1.0, label_smoothing=0.0, sequence_length=128, attention_window=32),
+                   warmup=200, lr_factor=1.0, cooldown=0.0, label_smoothing=0.0, sequence_length=128, attention_window=32),
 }
 
 
@@ -195,8 +195,9 @@ def _setup(args) -> tuple[Process, dict]:
 
 
 def _train_config(args, hp: dict, eval_every: int) -> TrainConfig:
+    cooldown = round(hp["cooldown"] * hp["steps"])  # the preset's and --cooldown's share of the steps
     return TrainConfig(steps=hp["steps"], batch_size=hp["batch_size"], warmup=hp["warmup"], lr_factor=hp["lr_factor"],
-                       label_smoothing=hp["label_smoothing"], eval_every=eval_every,
+                       cooldown=cooldown, label_smoothing=hp["label_smoothing"], eval_every=eval_every,
                        checkpoint_every=args.checkpoint_every, seed=args.seed, progress=not args.no_progress)
 
 

@@ -12,7 +12,7 @@ from .checkpoint import CheckpointError, atomic_write, latest_checkpoint, load_c
 from .data import GlobalBatchSampler, LanguageModelExamples, Seq2SeqExamples, batch_labels, make_loader
 from .distributed import Process, context_parallel_batch, init_from_env
 from .loop import TrainConfig, Trainer, evaluate_loss, token_loss
-from .schedule import WarmupInverseSqrt, transformer_lr
+from .schedule import WarmupInverseSqrt, cooldown_factor, transformer_lr
 
 __all__ = [
     "TrainConfig",
@@ -21,6 +21,7 @@ __all__ = [
     "evaluate_loss",
     "WarmupInverseSqrt",
     "transformer_lr",
+    "cooldown_factor",
     "Seq2SeqExamples",
     "LanguageModelExamples",
     "GlobalBatchSampler",

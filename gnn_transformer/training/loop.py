@@ -44,7 +44,8 @@ class TrainConfig:
     """Hyper-parameters of a run (stored in every checkpoint's ``config.json``).
 
     ``batch_size`` counts examples of the global batch (all processes together);
-    ``eval_every``/``checkpoint_every`` of 0 turn evaluation/periodic checkpoints off;
+    ``cooldown`` steps at the end take a linearly falling learning rate (0: the paper's
+    schedule to the last step; see :mod:`.schedule`); ``eval_every``/``checkpoint_every`` of 0 turn evaluation/periodic checkpoints off;
     ``mixed_precision`` applies on CUDA only (bfloat16 where supported, else float16 with
     a gradient scaler).
     """
@@ -53,6 +54,7 @@ class TrainConfig:
     batch_size: int = 64
     warmup: int = 400
     lr_factor: float = 1.0
+    cooldown: int = 0
     label_smoothing: float = 0.1
     clip_norm: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
@@ -120,7 +122,8 @@ class Trainer:
             device_ids = [torch.device(process.device).index] if str(process.device).startswith("cuda") else None
             self.module = DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.0, betas=tuple(config.betas), eps=config.eps)
-        self.schedule = WarmupInverseSqrt(d_model or _width(model), config.warmup, config.lr_factor)
+        self.schedule = WarmupInverseSqrt(d_model or _width(model), config.warmup, config.lr_factor,
+                                          total=config.steps, cooldown=config.cooldown)
         self.autocast, self.scaler = _mixed_precision(process.device, config.mixed_precision)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.run_config = run_config or {}
