@@ -6,7 +6,7 @@ from torch import nn
 
 from gnn_transformer import GraphTransformerEncoderLayer, GraphTransformerModel, graphs
 from gnn_transformer.generation import (GrowingSeq2SeqGraph, RecomputedGraph, RecomputedSeq2SeqGraph, beam_search,
-                                        greedy)
+                                        greedy, sample)
 from gnn_transformer.testing import relative_difference
 from gnn_transformer.variants import GraphUniversalTransformer
 from gnn_transformer.variants.act import ACTState, HaltingError, HaltingUnit, act_step
@@ -195,6 +195,20 @@ def test_decoding_on_a_growing_graph_equals_recomputation(search, options):
         for a, b in zip(grown, other, strict=True):
             assert torch.equal(a.tokens, b.tokens)
             assert relative_difference(a.token_log_probs, b.token_log_probs) < 1e-10
+
+
+def test_seeded_sampling_on_a_growing_graph_equals_recomputation_and_repeats():
+    model, inputs = decoding_model(), sources()
+    results = [sample(scorer, max_new_tokens=8, eos=EOS, temperature=1.5, generator=torch.Generator().manual_seed(3))
+               for scorer in (GrowingSeq2SeqGraph(model, inputs, BOS), GrowingSeq2SeqGraph(model, inputs, BOS),
+                              RecomputedSeq2SeqGraph(model, inputs, BOS))]
+    grown, again, recomputed = results
+    other_seed = sample(GrowingSeq2SeqGraph(model, inputs, BOS), max_new_tokens=8, eos=EOS, temperature=1.5,
+                        generator=torch.Generator().manual_seed(4))
+    assert any(not torch.equal(a.tokens, b.tokens) for a, b in zip(grown, other_seed))  # the seed matters
+    for a, b, c in zip(grown, again, recomputed, strict=True):
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.tokens, c.tokens)
+        assert relative_difference(a.token_log_probs, c.token_log_probs) < 1e-10
 
 
 def test_decoding_records_the_steps_each_node_took_as_a_full_forward_does():
