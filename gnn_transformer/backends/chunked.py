@@ -1,5 +1,9 @@
 r"""The ``"chunked"`` backend: exact graph attention over chunks of target nodes (CPU and any device).
 
+A graph is computed the first way that fits it: a batch of sequences on one tile per
+sequence (:mod:`.segments`), else on the ``b x b`` tiles that hold edges (:mod:`.tiled`),
+else chunk by chunk as below (random graphs, hubs, repeated edges).
+
 The edges are sorted by target (:attr:`PreparedGraph.csr`), so the edges into a run of
 consecutive targets ``t0 .. t1 - 1`` are one contiguous range of sorted positions and their
 sources lie in a range ``s0 .. s1 - 1``.  Each chunk is computed one of two ways:
@@ -39,6 +43,7 @@ from torch import Tensor
 
 from .dropout import dropout_keep
 from .prepared import PreparedGraph, preparation
+from .segments import segment_plan, segmented_graph_attention
 from .tiled import tile_plan, tiled_graph_attention
 
 __all__ = ["chunked_graph_attention", "Chunk", "plan_chunks", "chunk_plan", "prepare_chunked", "dropout_keep"]
@@ -206,7 +211,7 @@ def prepare_chunked(graph: PreparedGraph, num_heads: int | None = None, head_dim
     """
     graph.csr  # noqa: B018 -- built and kept on the graph
     if num_heads is not None:
-        if tile_plan(graph, num_heads, head_dim) is None:
+        if segment_plan(graph, num_heads, head_dim) is None and tile_plan(graph, num_heads, head_dim) is None:
             chunk_plan(graph, num_heads, head_dim)
 
 
@@ -307,6 +312,9 @@ def chunked_graph_attention(q: Tensor, k: Tensor, v: Tensor, graph: PreparedGrap
     seed stays on the device.
     """
     seed = torch.randint(0, 2**32, (2,), device=q.device) if dropout_p > 0.0 else None  # (2,) words of the hash
+    segments = segment_plan(graph, q.size(1), max(q.size(2), v.size(2)))
+    if segments is not None:
+        return segmented_graph_attention(q, k, v, graph, segments, edge_bias, scale, dropout_p, seed, need_weights)
     tiles = tile_plan(graph, q.size(1), max(q.size(2), v.size(2)))
     if tiles is not None:
         return tiled_graph_attention(q, k, v, graph, tiles, edge_bias, scale, dropout_p, seed, need_weights)

@@ -1,6 +1,6 @@
 """Dropout on attention pairs without generator state: a counter-based hash of (seed, key).
 
-Shared by the chunk and tile paths of the ``"chunked"`` backend, so that both drop the same
+Shared by the chunk, tile and segment paths of the ``"chunked"`` backend, so that all drop the same
 pairs ``j -> i`` for a head, whatever the chunk or tile they fall in.
 """
 from __future__ import annotations

@@ -207,6 +207,7 @@ class _Tiles:
         self.k = kb[g.c0:g.c0 + g.t1 - g.t0] if g.c0 >= 0 else kb[g.cols]  # (Nt, H, b, C)
         self.bias, self.dropout_p, self.seed = bias, dropout_p, seed
         self.may_be_empty = bias is not None or g.mask is not None  # some row of a tile may have no edge
+        self.shape = (g.t1 - g.t0, plan.block, plan.block)  # tiles, rows, columns of each
         self._bias_tiles = None
 
     def per_tile(self, x: Tensor) -> Tensor:
@@ -225,8 +226,8 @@ class _Tiles:
         ``-inf`` or of a value below the float range runs a slow path on CPU (about 10x), so
         the masks are applied by multiplication around the exponential instead.
         """
-        nt, h, b, _ = self.q.shape
-        s = torch.bmm(_flat(self.q), _flat(self.k).transpose(1, 2)).view(nt, h, b, b)  # q carries the scale
+        nt, h, rows, _ = self.q.shape
+        s = torch.bmm(_flat(self.q), _flat(self.k).transpose(1, 2)).view(nt, h, rows, -1)  # q carries the scale
         if self.bias is not None:
             s.add_(self._bias()[0])
         return s
@@ -234,10 +235,10 @@ class _Tiles:
     def _bias(self) -> tuple[Tensor, Tensor]:
         """The edge biases in their tile slots (0 elsewhere and where ``-inf``), and where they are finite."""
         if self._bias_tiles is None:
-            g, b = self.group, self.plan.block
-            add = self.q.new_full(((g.t1 - g.t0) * b * b, self.bias.size(1)), float("-inf"))
+            g, (count, rows, cols) = self.group, self.shape
+            add = self.q.new_full((count * rows * cols, self.bias.size(1)), float("-inf"))
             add[g.edge_slots] = self.bias[g.edge_ids].to(add.dtype)
-            add = add.view(g.t1 - g.t0, b, b, -1).permute(0, 3, 1, 2)  # (Nt, H or 1, b, b)
+            add = add.view(count, rows, cols, -1).permute(0, 3, 1, 2)  # (Nt, H or 1, b, b)
             allowed = torch.isfinite(add)
             self._bias_tiles = add.nan_to_num(neginf=0.0), allowed
         return self._bias_tiles
@@ -257,15 +258,21 @@ class _Tiles:
         """Dropout mask (Nt, H, b, b) scaled by 1 / (1 - p), from (seed, target, source, head); ``None``: none."""
         if self.dropout_p == 0.0:
             return None
-        g, b, graph = self.group, self.plan.block, self.graph
-        local = torch.arange(b, device=self.q.device)
-        target = ((g.rows + g.r0)[:, None] * b + local).clamp(max=graph.num_targets - 1)  # (Nt, b)
-        source = (g.cols[:, None] * b + local).clamp(max=graph.num_sources - 1)  # (Nt, b); past the plane: masked
+        graph = self.graph
+        target, source = self.nodes()  # (Nt, b) each
         pair = target[:, :, None] * graph.num_sources + source[:, None, :]  # (Nt, b, b)
         heads = torch.arange(num_heads, device=self.q.device)[:, None, None]
         key = pair[:, None] * num_heads + heads  # (Nt, H, b, b)
         keep = dropout_keep(self.seed, key, self.dropout_p, graph.num_targets * graph.num_sources * num_heads)
         return keep.to(self.q.dtype) / (1.0 - self.dropout_p)
+
+    def nodes(self) -> tuple[Tensor, Tensor]:
+        """The target (Nt, b) and source (Nt, b) of every row and column of the tiles (clamped past the plane)."""
+        g, b, graph = self.group, self.plan.block, self.graph
+        local = torch.arange(b, device=self.q.device)
+        target = ((g.rows + g.r0)[:, None] * b + local).clamp(max=graph.num_targets - 1)  # (Nt, b)
+        source = (g.cols[:, None] * b + local).clamp(max=graph.num_sources - 1)  # (Nt, b); past the plane: masked
+        return target, source
 
     def softmax(self, s: Tensor) -> tuple[Tensor, Tensor]:
         """Probabilities (Nt, H, b, b) (``s`` is overwritten) and the log-sum-exp (R_g, H, b), ``+inf`` for no edge."""

@@ -183,13 +183,16 @@ def test_a_graph_prepared_for_a_backend_holds_what_it_needs(monkeypatch):
     edge_index = graphs.causal([5, 3])
     cheap = prepare_graph(edge_index, 8, backend="reference")
     assert cheap._csr is None and cheap._tiles is None and not cheap._derived and built == []
-    graph = prepare_graph(edge_index, 8, backend="chunked", num_heads=2, head_dim=8)
-    plans = [key[0] for key in graph._derived]  # too sparse for tiles: the tile plan says so, then chunks
-    assert graph._csr is not None and plans == ["tiles", "chunks"] and graph._tiles is None
-    assert graph.prepare("chunked", 2, 8) is graph and len(built) == 1  # idempotent: nothing rebuilt
+    batch = prepare_graph(edge_index, 8, backend="chunked", num_heads=2, head_dim=8)
+    assert [key[0] for key in batch._derived] == ["segments"]  # two sequences: a segment each
+    sparse = torch.tensor([[0, 7, 3, 1], [5, 1, 6, 0]])  # one segment of 8 x 8 for 4 edges, sparse tiles
+    graph = prepare_graph(sparse, 8, backend="chunked", num_heads=2, head_dim=8)
+    plans = [key[0] for key in graph._derived]  # too sparse for segments and tiles: both say so, then chunks
+    assert graph._csr is not None and plans == ["segments", "tiles", "chunks"] and graph._tiles is None
+    assert graph.prepare("chunked", 2, 8) is graph and len(built) == 2  # idempotent: nothing rebuilt
     graph.prepare("chunked", 4, 4)
     assert [key for key in graph._derived if key[0] == "chunks"] == [("chunks", 2, 8), ("chunks", 4, 4)]
-    assert len(built) == 1
+    assert len(built) == 2
     assert "prepared_for=['chunked']" in repr(graph)
     tiled = prepare_graph(graphs.complete([40]), 40, backend="fused", block_size=16)
     assert tiled._tiles is not None and tiled._tile_edge_ids is not None
@@ -208,16 +211,16 @@ def test_preparing_for_a_backend_names_bad_arguments():
 
 
 def test_dependencies_inside_backends_point_one_way():
-    """validation <- prepared, dropout <- reference, tiled, fused <- chunked <- the dispatch; function-level imports
-    count too."""
+    """validation <- prepared, dropout <- reference, tiled <- segments, fused <- chunked <- the dispatch;
+    function-level imports count too."""
     import ast
     from pathlib import Path
 
     import gnn_transformer.backends as backends
 
     root = Path(backends.__file__).parent
-    rank = {"validation": 0, "prepared": 1, "dropout": 1, "reference": 2, "tiled": 2, "chunked": 3, "fused": 2,
-            "__init__": 4}
+    rank = {"validation": 0, "prepared": 1, "dropout": 1, "reference": 2, "tiled": 2, "segments": 3, "chunked": 4,
+            "fused": 2, "__init__": 5}
     for path in [*root.glob("*.py"), *root.glob("fused/*.py")]:
         module = "fused" if path.parent.name == "fused" else path.stem
         for node in ast.walk(ast.parse(path.read_text())):

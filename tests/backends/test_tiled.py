@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import gnn_transformer.backends.segments as segments
 import gnn_transformer.backends.tiled as tiled
 from gnn_transformer import graphs
 from gnn_transformer.backends.chunked import chunked_graph_attention
@@ -22,7 +23,8 @@ def assert_close(report: dict, tolerance: float) -> None:
 
 @pytest.fixture
 def tiles_always(monkeypatch):
-    """Every graph without repeated edges on tiles, 16 x 16, in groups of at most 3 tiles (2 heads)."""
+    """Every graph without repeated edges on tiles, 16 x 16, in groups of at most 3 tiles (2 heads); no segments."""
+    monkeypatch.setattr(segments, "MAX_SEGMENT", 0)
     monkeypatch.setattr(tiled, "MAX_WASTE", float("inf"))
     monkeypatch.setattr(tiled, "BLOCK_SIZES", (16,))
     monkeypatch.setattr(tiled, "MAX_ELEMENTS", 3 * 2 * 16 * 16)
