@@ -44,6 +44,7 @@ from tqdm import tqdm
 from gnn_transformer import graphs
 from gnn_transformer.core.attention import GraphMultiheadAttention
 from gnn_transformer.backends.prepared import prepare_graph
+from gnn_transformer.backends.segments import segment_plan
 from gnn_transformer.backends.tiled import tile_plan
 from gnn_transformer.testing.backends import window_graph
 
@@ -154,15 +155,18 @@ def setup_graph(backend: str):
 
         def prepare():
             graph = prepare_graph(edge_index, case.num_nodes, layouts=("tiles",) if backend == "fused" else ("csr",))
-            if backend == "chunked":  # the tile plan (or the chunk plan) for these heads
+            if backend == "chunked":  # the segment, tile or chunk plan for these heads
                 graph.prepare("chunked", ctx.heads, ctx.d_model // ctx.heads)
             return graph
 
         prep_ms = timed(prepare, ctx.device, 3)
         graph = prepare()
         note = "Triton interpreter: timings meaningless" if backend == "fused" and ctx.device.type != "cuda" else ""
-        plan = tile_plan(graph, ctx.heads, ctx.d_model // ctx.heads) if backend == "chunked" else None
-        structure = graph.structure_bytes() + (0 if plan is None else plan.nbytes())  # the tile plan counts too
+        plan = None
+        if backend == "chunked":  # the segment or tile plan it runs on counts too
+            head_dim = ctx.d_model // ctx.heads
+            plan = segment_plan(graph, ctx.heads, head_dim) or tile_plan(graph, ctx.heads, head_dim)
+        structure = graph.structure_bytes() + (0 if plan is None else plan.nbytes())
         return Setup(lambda: attention(x, x, x, graph), [x], structure, prep_ms, note=note)
     return setup
 
@@ -334,9 +338,8 @@ def peak_memory(step, device) -> float:
     return peak.extra / 2**20
 
 
-def measure(setup: Setup, ctx: Context) -> dict:
-    """Peak memory of a first (warm-up) step, then the medians of forward and forward + backward."""
-    row = {"prep": setup.prep_ms, "bytes": setup.structure_bytes, "note": setup.note}
+def training_step(setup: Setup):
+    """Forward + backward of ``setup`` (one fixed output gradient); the inputs' gradients cleared."""
     grad = None
 
     def step():
@@ -346,19 +349,40 @@ def measure(setup: Setup, ctx: Context) -> dict:
         out.backward(grad)
         for t in setup.inputs:
             t.grad = None
+    return step
+
+
+def measure(setup: Setup, ctx: Context) -> dict:
+    """The medians of forward + backward and of forward, each after a warm-up call (compilation,
+    autotuning, caches)."""
+    row = {"prep": setup.prep_ms, "bytes": setup.structure_bytes, "note": setup.note}
     if setup.backward:
-        row["peak"] = peak_memory(step, ctx.device)  # also the warm-up: compilation, autotuning, caches
+        step = training_step(setup)
+        step()
         row["fwd+bwd"] = timed(step, ctx.device, ctx.repeats)
     with torch.no_grad():
-        if not setup.backward:
-            row["peak"] = peak_memory(setup.run, ctx.device)
+        setup.run()
         row["fwd"] = timed(setup.run, ctx.device, ctx.repeats)
     return row
 
 
-def run_case(case: Case, implementation: str, ctx: Context) -> dict:
+def measure_memory(setup: Setup, ctx: Context) -> dict:
+    """Peak extra memory (MiB) of one forward + backward (forward where there is no backward), after a warm-up.
+
+    On CPU the sampler switches glibc's allocations above 64 KiB to mmap for good (``mallopt``
+    ends its adaptive threshold), which slows later allocations: so :func:`main` measures
+    memory in a pass after every timing.
+    """
+    run = training_step(setup) if setup.backward else setup.run
+    with torch.set_grad_enabled(setup.backward):
+        run()
+        return {"peak": peak_memory(run, ctx.device)}
+
+
+def run_case(case: Case, implementation: str, ctx: Context, what=measure) -> dict:
+    """``what`` (:func:`measure` or :func:`measure_memory`) of one implementation on one case, or why it did not run."""
     try:
-        return measure(IMPLEMENTATIONS[implementation](case, ctx), ctx)
+        return what(IMPLEMENTATIONS[implementation](case, ctx), ctx)
     except Skip as reason:
         return {"note": str(reason)}
     except (torch.cuda.OutOfMemoryError, MemoryError):
@@ -438,13 +462,21 @@ def main() -> int:
     torch.manual_seed(0)
     results: dict = {}
     start = time.perf_counter()
-    with tqdm(total=len(selected) * len(names), desc="bench", file=sys.stderr) as progress:
-        for case in selected:
+    with tqdm(total=2 * len(selected) * len(names), desc="bench", file=sys.stderr) as progress:
+        for case in selected:  # times first, then memory (see measure_memory)
             results[case.name] = {"edges": case.edge_index("cpu").size(1) if device.type == "cpu"
                                   else case.edge_index(device).size(1)}
             for name in names:
                 progress.set_postfix_str(f"{case.name}: {name}")
                 results[case.name][name] = run_case(case, name, ctx)
+                progress.update()
+        for case in selected:
+            for name in names:
+                progress.set_postfix_str(f"memory: {case.name}: {name}")
+                row = results[case.name][name]
+                if "fwd" in row:
+                    memory = run_case(case, name, ctx, measure_memory)
+                    row["peak"] = memory.get("peak", float("nan"))  # nan: the memory pass failed
                 progress.update()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device_name}; {str(dtype)[6:]}; d_model {ctx.d_model}, {ctx.heads} heads; median of "

@@ -6,7 +6,7 @@
 
 Each row is one model size and one batch (``B x L``: B sequences of L tokens, sources and
 targets alike; ``ragged``: lengths drawn from a range).  The graph model runs with
-``backend="auto"`` (the tile path of ``"chunked"`` on CPU, the fused kernels on CUDA); its torch
+``backend="auto"`` (segments or tiles of ``"chunked"`` on CPU, the fused kernels on CUDA); its torch
 twin (:class:`~gnn_transformer.testing.dense_models.DenseTransformerModel`:
 ``nn.Embedding`` + sinusoidal table + ``nn.Transformer`` + ``nn.Linear``, or the
 ``nn.TransformerEncoder`` with a causal mask of the decoder-only model) is built from the graph
@@ -17,7 +17,7 @@ over ``--repeats`` runs after a warm-up, in ms, and graph / torch ratios:
 * ``train``: forward + cross-entropy + backward + ``Adam.step`` + ``zero_grad`` (dropout 0:
   both do the same arithmetic; torch's fused SDPA dropout and the library's hashed dropout
   are different algorithms); the graph model's batch carries plain edge indices, so every
-  step prepares its graphs (CSR, tile plan) as a training loop over changing batches does;
+  step prepares its graphs (CSR, segment or tile plan) as a training loop over changing batches does;
 * ``train*``: the same with the batch's graphs prepared once beforehand (``prepare_graph``,
   as a data loader can do once per batch and epoch);
 * ``fwd``: inference forward (``eval``, no grad): the graph model on the batch, torch on the
