@@ -44,7 +44,7 @@ from tqdm import tqdm
 from gnn_transformer import graphs
 from gnn_transformer.core.attention import GraphMultiheadAttention
 from gnn_transformer.backends.prepared import prepare_graph
-from gnn_transformer.backends.segments import segment_plan
+from gnn_transformer.backends.segment_plan import segment_plan
 from gnn_transformer.backends.tiled import tile_plan
 from gnn_transformer.testing.backends import window_graph
 

@@ -1,7 +1,7 @@
 r"""The ``"chunked"`` backend: exact graph attention over chunks of target nodes (CPU and any device).
 
 A graph is computed the first way that fits it: a batch of sequences on one tile per
-sequence (:mod:`.segments`), else on the ``b x b`` tiles that hold edges (:mod:`.tiled`),
+sequence (:mod:`.segment_plan`, :mod:`.segments`), else on the ``b x b`` tiles that hold edges (:mod:`.tiled`),
 else chunk by chunk as below (random graphs, hubs, repeated edges).
 
 The edges are sorted by target (:attr:`PreparedGraph.csr`), so the edges into a run of
@@ -43,7 +43,8 @@ from torch import Tensor
 
 from .dropout import dropout_keep
 from .prepared import PreparedGraph, preparation
-from .segments import segment_plan, segmented_graph_attention
+from .segment_plan import segment_plan
+from .segments import segmented_graph_attention
 from .tiled import tile_plan, tiled_graph_attention
 
 __all__ = ["chunked_graph_attention", "Chunk", "plan_chunks", "chunk_plan", "prepare_chunked", "dropout_keep"]

@@ -7,22 +7,17 @@ from gnn_transformer.core.functional import graph_attention
 from gnn_transformer.backends.prepared import prepare_graph
 from gnn_transformer.testing import GraphCase, compare_backend, graph_cases
 
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
-GRADIENTS = ("out", "weights", "grad_q", "grad_k", "grad_v", "grad_bias")
+from .closeness import TOLERANCE, assert_close
 
 
 @pytest.fixture(autouse=True)
 def chunks_always(monkeypatch):
-    """The chunk path on every graph (tests/backends/test_tiled.py checks the tile path)."""
+    """The chunk path on every graph (test_segments.py and test_tiled.py check the other two)."""
+    import gnn_transformer.backends.segment_plan as segment_plan
     import gnn_transformer.backends.tiled as tiled
 
+    monkeypatch.setattr(segment_plan, "MAX_SEGMENT", 0)
     monkeypatch.setattr(tiled, "MAX_WASTE", 0.0)
-
-
-def assert_close(report: dict, tolerance: float) -> None:
-    worst = {name: report[name] for name in GRADIENTS if name in report}
-    assert max(worst.values()) <= tolerance, worst
-    assert report["weights_detached"] == 1.0
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

@@ -1,40 +1,36 @@
-"""The segment path of the chunked backend (backends/segments.py) against the reference path."""
+"""The segment path of the chunked backend (backends/segment_plan.py, segments.py) against the reference path."""
 import pytest
 import torch
 
+import gnn_transformer.backends.segment_plan as plans
 import gnn_transformer.backends.segments as segments
 from gnn_transformer import graphs
+from gnn_transformer.backends.chunked import chunked_graph_attention
 from gnn_transformer.backends.prepared import prepare_graph
 from gnn_transformer.backends.tiled import tile_plan
 from gnn_transformer.testing import GraphCase, compare_backend, graph_cases
 from gnn_transformer.testing.backends import window_graph
 
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
-COMPARED = ("out", "weights", "grad_q", "grad_k", "grad_v", "grad_bias")
+from .closeness import TOLERANCE, assert_close
 
-
-def assert_close(report: dict, tolerance: float) -> None:
-    worst = {name: report[name] for name in COMPARED if name in report}
-    assert max(worst.values()) <= tolerance, worst
-    assert report["weights_detached"] == 1.0
 
 
 @pytest.fixture
 def segments_always(monkeypatch):
     """Every graph without repeated edges on segments, whatever they waste or the tiles would cost."""
-    monkeypatch.setattr(segments, "MAX_WASTE", float("inf"))
-    monkeypatch.setattr(segments, "GROUP_COST", -10**12)
+    monkeypatch.setattr(plans, "MAX_WASTE", float("inf"))
+    monkeypatch.setattr(plans, "GROUP_COST", -10**12)
 
 
 def plan_of(case: GraphCase, num_heads: int = 2, head_dim: int = 16):
     graph = prepare_graph(case.edge_index, case.num_sources, case.num_targets)
-    return segments.segment_plan(graph, num_heads, head_dim)
+    return plans.segment_plan(graph, num_heads, head_dim)
 
 
 def test_segments_are_found_from_the_edges_alone():
     case = GraphCase(graphs.bipartite([3, 5, 2], [4, 1, 6]), 10, 11)  # sources 3, 5, 2; targets 4, 1, 6
     graph = prepare_graph(case.edge_index, case.num_sources, case.num_targets)
-    edge_segment, first, lengths, source_first, widths = segments.find_segments(graph)
+    edge_segment, first, lengths, source_first, widths = plans.find_segments(graph)
     assert first.tolist() == [0, 4, 5] and lengths.tolist() == [4, 1, 6]
     assert source_first.tolist() == [0, 3, 8] and widths.tolist() == [3, 5, 2]
     target = graph.edge_index[1]
@@ -44,30 +40,30 @@ def test_segments_are_found_from_the_edges_alone():
 def test_a_target_without_edges_is_a_segment_without_sources():
     edge_index = torch.tensor([[0, 1, 0, 1, 3], [0, 0, 1, 1, 3]])  # target 2 hears nobody
     graph = prepare_graph(edge_index, 4, 4)
-    _, first, lengths, _, widths = segments.find_segments(graph)
+    _, first, lengths, _, widths = plans.find_segments(graph)
     assert first.tolist() == [0, 2, 3] and lengths.tolist() == [2, 1, 1] and widths.tolist() == [2, 0, 1]
 
 
 def test_a_window_is_one_segment_and_left_to_the_tiles():
     graph = prepare_graph(window_graph(1024, 16), 1024, 1024)
-    assert segments.find_segments(graph)[1].tolist() == [0]
-    assert segments.segment_plan(graph, 4, 16) is None  # longer than MAX_SEGMENT
+    assert plans.find_segments(graph)[1].tolist() == [0]
+    assert plans.segment_plan(graph, 4, 16) is None  # longer than MAX_SEGMENT
     assert tile_plan(graph, 4, 16) is not None
 
 
 def test_a_ragged_batch_takes_segments_by_default_and_wastes_little():
     lengths = torch.randint(10, 51, (32,), generator=torch.Generator().manual_seed(0))
     graph = prepare_graph(graphs.complete(lengths), int(lengths.sum()))
-    plan = segments.segment_plan(graph, 4, 16)
-    assert plan is not None and len(plan.groups) <= segments.MAX_GROUPS
+    plan = plans.segment_plan(graph, 4, 16)
+    assert plan is not None and len(plan.groups) <= plans.MAX_GROUPS
     assert plan.entries <= 1.5 * graph.num_edges  # 32 x 32 tiles: 2.6 entries per edge, padding to 50: 2.4
 
 
 def test_many_lengths_grow_the_granule_to_at_most_max_groups():
     lengths = torch.arange(1, 121)  # 120 lengths: 15 padded sizes of 8, 8 of 16
     graph = prepare_graph(graphs.causal(lengths), int(lengths.sum()))
-    plan = segments.plan_segments(graph, 2)
-    assert len(plan.groups) <= segments.MAX_GROUPS
+    plan = plans.plan_segments(graph, 2)
+    assert len(plan.groups) <= plans.MAX_GROUPS
     assert {g.rows for g in plan.groups} == {16 * k for k in range(1, 9)}
     assert all(g.span is None for g in plan.groups)  # padded: rows gathered
 
@@ -104,13 +100,11 @@ def test_segments_drop_the_pairs_the_tiles_drop(monkeypatch):
     for path in ("segments", "tiles"):
         with monkeypatch.context() as patch:
             if path == "segments":
-                patch.setattr(segments, "GROUP_COST", -10**12)
+                patch.setattr(plans, "GROUP_COST", -10**12)
             else:
-                patch.setattr(segments, "MAX_SEGMENT", 0)
+                patch.setattr(plans, "MAX_SEGMENT", 0)
             graph = prepare_graph(case.edge_index, case.num_sources, case.num_targets)
-            assert (segments.segment_plan(graph, 2, 16) is not None) == (path == "segments")
-            from gnn_transformer.backends.chunked import chunked_graph_attention
-
+            assert (plans.segment_plan(graph, 2, 16) is not None) == (path == "segments")
             q = k = v = torch.ones(case.num_targets, 2, 16, dtype=torch.float64)
             torch.manual_seed(5)
             _, weights = chunked_graph_attention(q, k, v, graph, None, 0.25, dropout_p=0.5, need_weights=True)
@@ -141,6 +135,7 @@ def kernel_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.skipif(not segments.KERNEL_AVAILABLE, reason="this torch has no fused CPU kernel with a mask")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("kind", [*graph_cases(), *UNIFORM, *RAGGED])
 def test_the_fused_kernel_on_segments_matches_reference(kind, dtype, segments_always, kernel_calls):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import gnn_transformer.backends.segments as segments
+import gnn_transformer.backends.segment_plan as segment_plan
 import gnn_transformer.backends.tiled as tiled
 from gnn_transformer import graphs
 from gnn_transformer.backends.chunked import chunked_graph_attention
@@ -11,20 +11,14 @@ from gnn_transformer.core.functional import graph_attention
 from gnn_transformer.testing import GraphCase, compare_backend, graph_cases
 from gnn_transformer.testing.backends import window_graph
 
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
-COMPARED = ("out", "weights", "grad_q", "grad_k", "grad_v", "grad_bias")
+from .closeness import TOLERANCE, assert_close
 
-
-def assert_close(report: dict, tolerance: float) -> None:
-    worst = {name: report[name] for name in COMPARED if name in report}
-    assert max(worst.values()) <= tolerance, worst
-    assert report["weights_detached"] == 1.0
 
 
 @pytest.fixture
 def tiles_always(monkeypatch):
     """Every graph without repeated edges on tiles, 16 x 16, in groups of at most 3 tiles (2 heads); no segments."""
-    monkeypatch.setattr(segments, "MAX_SEGMENT", 0)
+    monkeypatch.setattr(segment_plan, "MAX_SEGMENT", 0)
     monkeypatch.setattr(tiled, "MAX_WASTE", float("inf"))
     monkeypatch.setattr(tiled, "BLOCK_SIZES", (16,))
     monkeypatch.setattr(tiled, "MAX_ELEMENTS", 3 * 2 * 16 * 16)
