@@ -27,12 +27,8 @@ ragged or equal-length complete batches; CUDA only).  A row that cannot run prin
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
-import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -47,6 +43,7 @@ from gnn_transformer.backends.prepared import prepare_graph
 from gnn_transformer.backends.segment_plan import segment_plan
 from gnn_transformer.backends.tiled import tile_plan
 from gnn_transformer.testing.backends import window_graph
+from measure import CLOCK, peak_memory, timed, use_clock
 
 
 class Skip(Exception):
@@ -115,24 +112,6 @@ class Context:
     flex_cpu: bool
     memory_limit: int
     flex: object = field(default=None)
-
-
-CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
-clock = CLOCK["wall"]
-
-
-def timed(fn, device, repeats: int) -> float:
-    """Median time of ``fn()`` in ms (CUDA-synchronised) on :data:`clock` (wall, or the process's CPU time)."""
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = clock()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((clock() - start) * 1e3)
-    return statistics.median(times)
 
 
 def node_input(case: Case, ctx: Context) -> Tensor:
@@ -288,56 +267,6 @@ def check_memory(what: str, count: int, ctx: Context) -> None:
         raise Skip(f"needs about {need / 2**30:.0f} GiB (estimated), more than half this machine's memory")
 
 
-class PeakRSS:
-    """Resident-set growth during a block, sampled by a thread (CPU has no allocator statistics).
-
-    Allocations above 64 KiB are served by mmap meanwhile (glibc ``mallopt``), so freed tensors
-    leave the resident set instead of staying in malloc's arenas.
-    """
-
-    M_MMAP_THRESHOLD = -3
-
-    def __enter__(self):
-        self.libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        self.libc.mallopt(self.M_MMAP_THRESHOLD, 64 * 1024)
-        self.libc.malloc_trim(0)
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.base = self.peak = self._rss()
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.0002)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.extra = self.peak - self.base
-        self.libc.mallopt(self.M_MMAP_THRESHOLD, 128 * 1024)  # glibc's default
-
-
-def peak_memory(step, device) -> float:
-    """Extra memory (MiB) of one ``step()``."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with PeakRSS() as peak:
-        step()
-    return peak.extra / 2**20
-
-
 def training_step(setup: Setup):
     """Forward + backward of ``setup`` (one fixed output gradient); the inputs' gradients cleared."""
     grad = None
@@ -445,8 +374,7 @@ def main() -> int:
                         help="CPU threads (default 1 with --quick: on a shared machine one thread times steadily)")
     args = parser.parse_args()
     args.quick = args.quick or args.tiny
-    global clock
-    clock = CLOCK[args.clock]
+    use_clock(args.clock)
     if args.threads or args.quick:
         torch.set_num_threads(args.threads or 1)
     device = torch.device(args.device or ("cpu" if args.quick else "cuda"))

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -44,6 +43,7 @@ from gnn_transformer.backends.prepared import prepare_graph
 from gnn_transformer.generation import GrowingCausalGraph, GrowingSeq2SeqGraph, greedy
 from gnn_transformer.testing.dense_decoding import DenseCausalDecoding, DenseSeq2SeqDecoding
 from gnn_transformer.testing.dense_models import DenseSingleStackModel, DenseTransformerModel
+from measure import CLOCK, timed, use_clock
 
 VOCAB = 1000
 
@@ -78,25 +78,6 @@ def rows(size: str) -> list[Row]:
         return quick
     return [*quick, Row("seq2seq", 512, 6, 1, 512), Row("seq2seq", 512, 6, 8, 64), Row("decoder", 512, 6, 1, 512),
             Row("decoder", 256, 4, 64, 32, True)]
-
-
-CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
-clock = CLOCK["wall"]
-
-
-def median_ms(fn, device, repeats: int) -> float:
-    """Median of ``fn()`` in ms after one warm-up, on :data:`clock` (wall, or the process's CPU time)."""
-    fn()  # warm-up: plans, caches, allocator
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = clock()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((clock() - start) * 1e3)
-    return statistics.median(times)
 
 
 def tokens(lengths: list[int], device, seed: int) -> list[torch.Tensor]:
@@ -218,7 +199,7 @@ def measure(row: Row, device, dtype, repeats: int, count: int) -> dict:
             result["greedy_same"] = graph_tokens == torch_tokens
             makers = {"graph": pair.decode("graph", count), "torch": pair.decode("torch", count)}
         for name, fn in makers.items():
-            result[f"{mode} {name}"] = median_ms(fn, device, repeats if mode != "greedy" else max(1, repeats // 3))
+            result[f"{mode} {name}"] = timed(fn, device, repeats if mode != "greedy" else max(1, repeats // 3), warmup=True)
     return result
 
 
@@ -252,8 +233,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    global clock
-    clock = CLOCK[args.clock]
+    use_clock(args.clock)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
     size_name = "tiny" if args.tiny else "quick" if args.quick else "full"
