@@ -41,7 +41,7 @@ from gnn_transformer import graphs
 from gnn_transformer.core.attention import GraphMultiheadAttention
 from gnn_transformer.backends.prepared import prepare_graph
 from gnn_transformer.backends.segment_plan import segment_plan
-from gnn_transformer.backends.tiled import tile_plan
+from gnn_transformer.backends.tile_plan import tile_plan
 from gnn_transformer.testing.backends import window_graph
 from measure import CLOCK, peak_memory, timed, use_clock
 

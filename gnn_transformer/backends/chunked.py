@@ -1,8 +1,8 @@
 r"""The ``"chunked"`` backend: exact graph attention over chunks of target nodes (CPU and any device).
 
 A graph is computed the first way that fits it: a batch of sequences on one tile per
-sequence (:mod:`.segment_plan`, :mod:`.segments`), else on the ``b x b`` tiles that hold edges (:mod:`.tiled`),
-else chunk by chunk as below (random graphs, hubs, repeated edges).
+sequence (:mod:`.segment_plan`, :mod:`.segments`), else on the ``b x b`` tiles that hold edges
+(:mod:`.tile_plan`, :mod:`.tiled`), else chunk by chunk as below (random graphs, hubs, repeated edges).
 
 The edges are sorted by target (:attr:`PreparedGraph.csr`), so the edges into a run of
 consecutive targets ``t0 .. t1 - 1`` are one contiguous range of sorted positions and their
@@ -45,7 +45,8 @@ from .dropout import dropout_keep
 from .prepared import PreparedGraph, preparation
 from .segment_plan import segment_plan
 from .segments import segmented_graph_attention
-from .tiled import tile_plan, tiled_graph_attention
+from .tile_plan import tile_plan
+from .tiled import tiled_graph_attention
 
 __all__ = ["chunked_graph_attention", "Chunk", "plan_chunks", "chunk_plan", "prepare_chunked", "dropout_keep"]
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .prepared import PreparedGraph
-from .tiled import MAX_ELEMENTS, MAX_WASTE
+from .tile_plan import MAX_ELEMENTS, MAX_WASTE
 
 __all__ = ["SegmentPlan", "SegmentGroup", "find_segments", "plan_segments", "segment_plan", "GRANULES",
            "MAX_SEGMENT", "MAX_GROUPS", "GROUP_COST"]

@@ -14,10 +14,10 @@ from .closeness import TOLERANCE, assert_close
 def chunks_always(monkeypatch):
     """The chunk path on every graph (test_segments.py and test_tiled.py check the other two)."""
     import gnn_transformer.backends.segment_plan as segment_plan
-    import gnn_transformer.backends.tiled as tiled
+    import gnn_transformer.backends.tile_plan as tiles
 
     monkeypatch.setattr(segment_plan, "MAX_SEGMENT", 0)
-    monkeypatch.setattr(tiled, "MAX_WASTE", 0.0)
+    monkeypatch.setattr(tiles, "MAX_WASTE", 0.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

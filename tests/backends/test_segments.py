@@ -7,7 +7,7 @@ import gnn_transformer.backends.segments as segments
 from gnn_transformer import graphs
 from gnn_transformer.backends.chunked import chunked_graph_attention
 from gnn_transformer.backends.prepared import prepare_graph
-from gnn_transformer.backends.tiled import tile_plan
+from gnn_transformer.backends.tile_plan import tile_plan
 from gnn_transformer.testing import GraphCase, compare_backend, graph_cases
 from gnn_transformer.testing.backends import window_graph
 

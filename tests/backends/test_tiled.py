@@ -1,9 +1,9 @@
-"""The tile path of the chunked backend (backends/tiled.py) against the reference path."""
+"""The tile path of the chunked backend (backends/tile_plan.py, tiled.py) against the reference path."""
 import pytest
 import torch
 
 import gnn_transformer.backends.segment_plan as segment_plan
-import gnn_transformer.backends.tiled as tiled
+import gnn_transformer.backends.tile_plan as tiles
 from gnn_transformer import graphs
 from gnn_transformer.backends.chunked import chunked_graph_attention
 from gnn_transformer.backends.prepared import prepare_graph
@@ -19,14 +19,14 @@ from .closeness import TOLERANCE, assert_close
 def tiles_always(monkeypatch):
     """Every graph without repeated edges on tiles, 16 x 16, in groups of at most 3 tiles (2 heads); no segments."""
     monkeypatch.setattr(segment_plan, "MAX_SEGMENT", 0)
-    monkeypatch.setattr(tiled, "MAX_WASTE", float("inf"))
-    monkeypatch.setattr(tiled, "BLOCK_SIZES", (16,))
-    monkeypatch.setattr(tiled, "MAX_ELEMENTS", 3 * 2 * 16 * 16)
+    monkeypatch.setattr(tiles, "MAX_WASTE", float("inf"))
+    monkeypatch.setattr(tiles, "BLOCK_SIZES", (16,))
+    monkeypatch.setattr(tiles, "MAX_ELEMENTS", 3 * 2 * 16 * 16)
 
 
 def plan_of(case: GraphCase, num_heads: int = 2, head_dim: int = 16):
     graph = prepare_graph(case.edge_index, case.num_sources, case.num_targets)
-    return tiled.tile_plan(graph, num_heads, head_dim)
+    return tiles.tile_plan(graph, num_heads, head_dim)
 
 
 @pytest.mark.parametrize("kind", list(graph_cases()))
@@ -37,11 +37,11 @@ def test_tiles_counted_in_one_pass_equal_tiles_counted_by_sorting(kind, tiles_al
     source, target = graph.edge_index
 
     def counts_and_plan():
-        return [tiled._tile_counts(target, source, block, graph) for block in (1, 2, 3, 16)], plan_of(case)
+        return [tiles._tile_counts(target, source, block, graph) for block in (1, 2, 3, 16)], plan_of(case)
 
     counted, counted_plan = counts_and_plan()
-    monkeypatch.setattr(tiled, "DENSE_COUNT_BINS", 0)
-    monkeypatch.setattr(tiled, "DENSE_COUNT_PER_EDGE", 0)  # every plane is larger: unique
+    monkeypatch.setattr(tiles, "DENSE_COUNT_BINS", 0)
+    monkeypatch.setattr(tiles, "DENSE_COUNT_PER_EDGE", 0)  # every plane is larger: unique
     by_sorting, sorted_plan = counts_and_plan()
     for one_pass, sort in zip(counted, by_sorting):
         assert all(torch.equal(a, b) for a, b in zip(one_pass, sort))  # edge keys, tiles, counts
@@ -113,9 +113,9 @@ def test_tiles_and_chunks_drop_the_same_pairs(kind, monkeypatch):
     k, v = (torch.randn(case.num_sources, 2, 8, dtype=torch.float64) for _ in range(2))
     runs = []
     for waste in (float("inf"), 0.0):  # tiles; chunks
-        monkeypatch.setattr(tiled, "MAX_WASTE", waste)
+        monkeypatch.setattr(tiles, "MAX_WASTE", waste)
         graph = prepare_graph(case.edge_index, case.num_sources, case.num_targets)
-        assert (tiled.tile_plan(graph, 2, 8) is None) == (waste == 0.0)
+        assert (tiles.tile_plan(graph, 2, 8) is None) == (waste == 0.0)
         torch.manual_seed(5)
         runs.append(graph_attention(q, k, v, graph, backend="chunked", dropout_p=0.4, return_attention_weights=True))
     (out, weights), (chunk_out, chunk_weights) = runs
